@@ -1,0 +1,166 @@
+"""The edge between Hydra's config and the rest of wdexp.
+
+Everything a job needs is checked here (or by the component that owns the key, raising
+:class:`ConfigError`) before a single MLflow run exists, so a typo costs a one-line error
+instead of a half-written store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout that holds conf/: the anchor for the default store and Hydra's output dirs."""
+
+# `${wdexp.root:}` lets config.yaml name paths from the checkout, not the current directory.
+OmegaConf.register_new_resolver("wdexp.root", lambda: str(ROOT), replace=True)
+
+
+class ConfigError(ValueError):
+    """A config value wdexp cannot run with; ``str()`` is the one line shown to the user."""
+
+    def __init__(self, key: str, requirement: str, value: Any = None, *, show_value: bool = True):
+        self.key, self.requirement, self.value, self.show_value = key, requirement, value, show_value
+        got = f" (got {value!r})" if show_value else ""
+        super().__init__(f"{key} {requirement}{got}")
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same error with its key qualified by the group it came from."""
+        return ConfigError(f"{prefix}.{self.key}", self.requirement, self.value,
+                           show_value=self.show_value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def finite_number(key: str, value: Any, *, minimum: float | None = None,
+                  strict: bool = False, below: float | None = None) -> float:
+    """``value`` as a float, or a ConfigError that states the allowed range."""
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>' if strict else '>='} {minimum:g}")
+    if below is not None:
+        parts.append(f"< {below:g}")
+    requirement = "must be a finite number" + (f" {' and '.join(parts)}" if parts else "")
+    if not _is_number(value) or not math.isfinite(value):
+        raise ConfigError(key, requirement, value)
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ConfigError(key, requirement, value)
+    if below is not None and value >= below:
+        raise ConfigError(key, requirement, value)
+    return float(value)
+
+
+def positive_int(key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(key, "must be a positive integer", value)
+    return value
+
+
+def integer(key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(key, "must be an integer", value)
+    return value
+
+
+def finite_list(key: str, value: Any, *, length: int | None = None) -> list[float]:
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value)
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(key, "must be a non-empty list of finite numbers", value)
+    if not all(_is_number(v) and math.isfinite(v) for v in value):
+        raise ConfigError(key, "must be a non-empty list of finite numbers", list(value))
+    if length is not None and len(value) != length:
+        raise ConfigError(key, f"must have {length} entries, one per weight", list(value))
+    return [float(v) for v in value]
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    uri: str
+    experiment: str
+    artifact_location: str | None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The top-level keys of a job, checked; groups (model, optimizer) are checked as built."""
+
+    seed: int
+    epochs: int
+    device: str
+    tracking: TrackingSpec
+
+
+def parse_job(cfg: DictConfig) -> JobSpec:
+    tracking = cfg.get("tracking") or {}
+    uri = tracking.get("uri")
+    if not isinstance(uri, str) or not uri:
+        raise ConfigError("tracking.uri", "must be a tracking URI such as sqlite:///path/mlflow.db "
+                          "or http://host:port", uri)
+    experiment = tracking.get("experiment")
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError("tracking.experiment", "must be a non-empty experiment name", experiment)
+    artifact_location = tracking.get("artifact_location")
+    if artifact_location is not None and not isinstance(artifact_location, str):
+        raise ConfigError("tracking.artifact_location", "must be a path, a URI or null",
+                          artifact_location)
+    device = cfg.get("device", "cpu")
+    if not isinstance(device, str) or not device:
+        raise ConfigError("device", "must be a torch device string such as cpu or cuda", device)
+    return JobSpec(
+        seed=integer("seed", cfg.get("seed")),
+        epochs=positive_int("epochs", cfg.get("epochs")),
+        device=device,
+        tracking=TrackingSpec(uri, experiment, artifact_location),
+    )
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of a URI replaced by ``***``; other strings unchanged."""
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def loggable(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data, with every credential redacted: what MLflow may see."""
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: scrub(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return redact(node) if isinstance(node, str) else node
+
+    return scrub(OmegaConf.to_container(cfg, resolve=True))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → ``{"optimizer.lr": "0.01", ...}``: MLflow params are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = "null" if value is None else str(value)
+    return flat
+
+
+def to_yaml(tree: dict[str, Any]) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(tree))

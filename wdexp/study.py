@@ -1,0 +1,94 @@
+"""What one job trains: the two arms of a paired comparison, built from the config.
+
+Both arms start from the same weights — the model is built once, under the job's seed, and
+copied — and use the same optimizer; only the baseline's weight decay is forced to 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from wdexp.config import ConfigError, JobSpec, parse_job
+from wdexp.optimizers import OptimizerSpec, parse_optimizer
+
+BASELINE, DECAY = "baseline", "decay"
+
+
+@dataclass
+class Arm:
+    name: str
+    weight_decay: float
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    diverged_at: int | None = field(default=None)
+
+
+@dataclass
+class Study:
+    job: JobSpec
+    optimizer: OptimizerSpec
+    arms: list[Arm]
+    labels: dict[str, str]  # group choices, e.g. {"model": "quadratic", "optimizer": "sgd_wd"}
+
+    @property
+    def name(self) -> str:
+        return (f"{self.labels['optimizer']} lr={self.optimizer.lr:g} "
+                f"wd={self.optimizer.weight_decay:g} seed={self.job.seed}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", "must be a torch device string such as cpu or cuda",
+                          name) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "names CUDA but torch.cuda.is_available() is False", name)
+    return device
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    target = kwargs.pop("_target_", None)  # type: ignore[union-attr]
+    try:
+        cls = get_class(target) if isinstance(target, str) else None
+    except Exception:
+        cls = None
+    if cls is None:
+        raise ConfigError("model._target_", "must name a model class", target)
+    try:
+        model = cls(**kwargs)
+    except ConfigError as error:
+        raise error.within("model") from None
+    except TypeError as error:  # an unknown key: say which, in the user's terms
+        raise ConfigError("model", f"does not fit {target}: {error}", show_value=False) from None
+    return model.to(device)
+
+
+def build(cfg: DictConfig, labels: dict[str, str] | None = None) -> Study:
+    """Check the whole config and build both arms; nothing is tracked yet."""
+    job = parse_job(cfg)
+    optimizer = parse_optimizer(cfg.optimizer)
+    device = resolve_device(job.device)
+    seed_everything(job.seed)
+    model = build_model(cfg.model, device)
+    labels = {"model": type(model).__name__.lower(),
+              "optimizer": optimizer.cls.__name__.lower(), **(labels or {})}
+    arms = []
+    for name, spec in ((BASELINE, optimizer.with_weight_decay(0.0)), (DECAY, optimizer)):
+        arm_model = copy.deepcopy(model)
+        arms.append(Arm(name, spec.weight_decay, arm_model, spec.build(arm_model.parameters())))
+    return Study(job, optimizer, arms, labels)

@@ -8,10 +8,10 @@ instead of a half-written store.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -26,7 +26,8 @@ class ConfigError(ValueError):
     """A config value wdexp cannot run with; ``str()`` is the one line shown to the user."""
 
     def __init__(self, key: str, requirement: str, value: Any = None, *, show_value: bool = True):
-        self.key, self.requirement, self.value, self.show_value = key, requirement, value, show_value
+        self.key, self.requirement = key, requirement
+        self.value, self.show_value = value, show_value
         got = f" (got {value!r})" if show_value else ""
         super().__init__(f"{key} {requirement}{got}")
 
@@ -123,19 +124,13 @@ def parse_job(cfg: DictConfig) -> JobSpec:
     )
 
 
+# scheme://user:password@ anywhere in a string (a URI, an override, an error message)
+_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
 def redact(text: str) -> str:
-    """``text`` with the password of a URI replaced by ``***``; other strings unchanged."""
-    try:
-        parts = urlsplit(text)
-        password = parts.password
-    except ValueError:
-        return text
-    if not password:
-        return text
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    """``text`` with the password of every URI in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def loggable(cfg: DictConfig) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
@@ -76,6 +76,9 @@ def connect(spec: TrackingSpec) -> Store:
     On a new sqlite file the schema is created under a file lock, so parallel jobs that start
     together neither race the migration nor each create the experiment.
     """
+    # MLflow prints a raw "View run at <uri>" per finished run, credentials included; wdexp logs
+    # one redacted link per job instead (see pair_run).
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     db = sqlite_path(spec.uri)
     artifact_location = spec.artifact_location
     if db is not None:
@@ -94,7 +97,7 @@ def connect(spec: TrackingSpec) -> Store:
                         raise
                 experiment = client.get_experiment_by_name(spec.experiment)
     except Exception as error:  # any failure to reach the store is the URI's fault to the user
-        reason = " ".join(str(error).split())[:300]
+        reason = redact(" ".join(str(error).split()))[:300]
         raise ConfigError("tracking.uri", f"cannot be used: {reason}", redact(spec.uri)) from None
     if experiment is None or experiment.lifecycle_stage != "active":
         raise ConfigError("tracking.experiment", "is deleted in this store; restore it or pick "
@@ -145,7 +148,8 @@ class PairRecorder:
         try:
             for run_id, metrics in self._buffer.items():
                 for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-                    self.client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+                    batch = metrics[start:start + MAX_METRICS_PER_BATCH]
+                    self.client.log_batch(run_id, metrics=batch)
                 metrics.clear()
             self._pending = 0
             self._last_flush = time.monotonic()
@@ -223,6 +227,9 @@ def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
         raise
     _terminate(client, created, "FINISHED")
     log.info("pair run %s finished: %s", pair_id, recorder.outcome())
+    if store.uri.startswith(("http://", "https://")):
+        log.info("view it at %s/#/experiments/%s/runs/%s", redact(store.uri).rstrip("/"),
+                 store.experiment_id, pair_id)
 
 
 def _terminate(client: MlflowClient, run_ids: list[str], status: str) -> None:

@@ -1,0 +1,98 @@
+"""Bad input: one line naming the key and value, before anything exists in the store."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import torch
+
+from tests.conftest import StoreReader, cli, compose_config
+from wdexp import study
+from wdexp.config import ConfigError
+
+BAD_INPUTS = [
+    ("optimizer.lr=-0.01", "optimizer.lr must be a finite number > 0 (got -0.01)"),
+    ("optimizer.lr=0", "optimizer.lr must be a finite number > 0 (got 0)"),
+    ("optimizer.lr=nan", "optimizer.lr must be a finite number > 0 (got nan)"),
+    ("optimizer.lr=inf", "optimizer.lr must be a finite number > 0 (got inf)"),
+    ("optimizer.lr=fast", "optimizer.lr must be a finite number > 0 (got 'fast')"),
+    ("optimizer.weight_decay=-0.1", "optimizer.weight_decay must be a finite number >= 0 "
+                                    "(got -0.1)"),
+    ("optimizer.weight_decay=inf", "optimizer.weight_decay must be a finite number >= 0 "
+                                   "(got inf)"),
+    ("optimizer.momentum=1", "optimizer.momentum must be a finite number >= 0 and < 1 (got 1)"),
+    ("optimizer.momentum=-0.5", "optimizer.momentum must be a finite number >= 0 and < 1 "
+                                "(got -0.5)"),
+    ("+optimizer.betas=[0.9,0.99]", "optimizer.betas is not an argument of torch.optim.sgd.SGD "
+                                    "(got [0.9, 0.99])"),
+    ("optimizer._target_=torch.nn.Linear", "optimizer._target_ must name a torch.optim."
+                                           "Optimizer class (got 'torch.nn.Linear')"),
+    ("epochs=0", "epochs must be a positive integer (got 0)"),
+    ("epochs=-3", "epochs must be a positive integer (got -3)"),
+    ("epochs=2.5", "epochs must be a positive integer (got 2.5)"),
+    ("epochs=true", "epochs must be a positive integer (got True)"),
+    ("seed=zero", "seed must be an integer (got 'zero')"),
+    ("model.coefficients=[]", "model.coefficients must be a non-empty list of finite numbers "
+                              "(got [])"),
+    ("model.coefficients=[1.0,inf]", "model.coefficients must be a non-empty list of finite "
+                                     "numbers (got [1.0, inf])"),
+    ("model.init=[0.5]", "model.init must have 2 entries, one per weight (got [0.5])"),
+    ("model.init=[0.5,nan]", "model.init must be a non-empty list of finite numbers "
+                             "(got [0.5, nan])"),
+    ("model.dtype=float16", "model.dtype must be one of float32, float64 (got 'float16')"),
+    ("device=toaster", "device must be a torch device string such as cpu or cuda "
+                       "(got 'toaster')"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_INPUTS, ids=[o for o, _ in BAD_INPUTS])
+def test_bad_value_is_rejected_with_its_key(override, message):
+    with pytest.raises(ConfigError) as caught:
+        study.build(compose_config(override))
+    assert str(caught.value) == message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^device names CUDA"):
+        study.build(compose_config("device=cuda"))
+
+
+def test_cli_prints_one_line_and_leaves_no_store(tmp_path, store_uri):
+    result = cli(f"tracking.uri={store_uri}", "optimizer.lr=-0.01", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "wdexp: optimizer.lr must be a finite number > 0 (got -0.01)"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_bad_value_adds_no_run_to_an_existing_store(tmp_path, store_uri, run_job):
+    run_job("epochs=2")
+    before = {run.info.run_id: run.info.status for run in StoreReader(store_uri).runs()}
+    result = cli(f"tracking.uri={store_uri}", "model.init=[1,2,3]", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("wdexp: model.init must have 2 entries")
+    after = {run.info.run_id: run.info.status for run in StoreReader(store_uri).runs()}
+    assert after == before
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
+    uri = f"http://user:hunter2@127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    result = cli(f"tracking.uri={uri}", tmp_path=tmp_path, timeout=60,
+                 env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7"})  # a patient user setting
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("wdexp: tracking.uri cannot be used")
+    assert uri.replace("hunter2", "***") in line
+    assert "hunter2" not in result.stdout + result.stderr
+    assert elapsed < 30

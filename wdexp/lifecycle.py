@@ -1,4 +1,4 @@
-"""How a job ends: signals become exceptions, and errors become an exit status and one line.
+"""How a process and its jobs end: signals become exceptions, errors an exit status and a line.
 
 SIGTERM (what schedulers and ``kill`` send) is raised as :class:`Terminated`, like Ctrl-C's
 KeyboardInterrupt, so the tracking layer's cleanup runs and marks the runs KILLED.
@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 from wdexp.config import ConfigError
 
 log = logging.getLogger("wdexp")
+
+stop_signal: int | None = None
+"""The signal that is stopping this process, once one arrived (read by the sweep's cleanup)."""
 
 
 class Terminated(BaseException):
@@ -28,6 +31,8 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
+    global stop_signal
+    stop_signal = signum
     raise Terminated(signum)
 
 
@@ -45,26 +50,31 @@ def terminate_on_sigterm() -> Iterator[None]:
 
 
 @contextmanager
-def cli_errors(*, exit_on_error: bool = True) -> Iterator[None]:
-    """Turn a job's known endings into the exit a shell user expects.
+def job(*, multirun: bool) -> Iterator[None]:
+    """Around one job. A ConfigError prints ``wdexp: <key> <requirement> (got <value>)`` and
+    exits 2, no traceback; inside a multirun it is logged and re-raised instead, so the launcher
+    records this job as failed and goes on with the others."""
+    with terminate_on_sigterm():
+        try:
+            yield
+        except ConfigError as error:
+            if multirun:
+                log.error("wdexp: %s", error)
+                raise
+            print(f"wdexp: {error}", file=sys.stderr)
+            sys.exit(2)
 
-    A ConfigError prints ``wdexp: <key> <requirement> (got <value>)`` and exits 2, no
-    traceback. SIGTERM and Ctrl-C exit 143 and 130 (128 + signal number). With
-    ``exit_on_error=False`` (inside a multirun) errors propagate so the launcher can record the
-    job as failed and go on with the others.
-    """
+
+def run_main(main: Callable[[], object]) -> None:
+    """The process entry: SIGTERM and Ctrl-C exit 143 and 130 (128 + signal) with one line."""
+    global stop_signal
     try:
         with terminate_on_sigterm():
-            yield
-    except ConfigError as error:
-        if not exit_on_error:
-            log.error("wdexp: %s", error)
-            raise
-        print(f"wdexp: {error}", file=sys.stderr)
-        sys.exit(2)
+            main()
     except Terminated as stop:
         log.warning("wdexp: stopped by %s", signal.Signals(stop.signum).name)
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
+        stop_signal = signal.SIGINT
         log.warning("wdexp: interrupted")
         sys.exit(128 + signal.SIGINT)

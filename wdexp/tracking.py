@@ -1,4 +1,4 @@
-"""MLflow: the store, the run tree of a paired comparison, batched metrics and run status.
+"""The run tree of a paired comparison in MLflow: batched metrics and honest run status.
 
 One job is one **pair run** (tag ``wdexp.kind=pair``) with an **arm run** nested under it per
 arm (``wdexp.kind=arm``, ``mlflow.parentRunId``). Per-step metrics are buffered and sent with
@@ -10,108 +10,27 @@ terminal status: no run is left RUNNING.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-from mlflow.entities import Metric, Param
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from wdexp.config import ConfigError, TrackingSpec, flatten, redact
+from wdexp.config import flatten, redact
 from wdexp.engine import Step
 from wdexp.lifecycle import Terminated
+from wdexp.store import ARM_TAG, RUN_KIND_TAG, RunSpec, Store, create_run, terminate
 from wdexp.study import Study
 
 FLUSH_SECONDS = 5.0
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
-MAX_PARAMS_PER_BATCH = 100
-RUN_KIND_TAG, ARM_TAG = "wdexp.kind", "wdexp.arm"
 SUMMARY_METRICS = ("loss", "weight_norm")  # logged on the pair run as <arm>.final_<name>
-PREFLIGHT_TIMEOUT_S = "10"
 
-log = logging.getLogger("wdexp")  # with no retries: an unreachable server fails well inside 30 s
-
-
-def sqlite_path(uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
-
-
-@contextmanager
-def _fail_fast_http() -> Iterator[None]:
-    """MLflow retries a dead server for minutes by default; the first contact should not."""
-    overrides = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": PREFLIGHT_TIMEOUT_S}
-    saved = {key: os.environ.get(key) for key in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@dataclass(frozen=True)
-class Store:
-    client: MlflowClient
-    experiment_id: str
-    uri: str
-
-
-def connect(spec: TrackingSpec) -> Store:
-    """Reach the store and get (or create) the experiment, failing with one line naming the URI.
-
-    On a new sqlite file the schema is created under a file lock, so parallel jobs that start
-    together neither race the migration nor each create the experiment.
-    """
-    # MLflow prints a raw "View run at <uri>" per finished run, credentials included; wdexp logs
-    # one redacted link per job instead (see pair_run).
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    db = sqlite_path(spec.uri)
-    artifact_location = spec.artifact_location
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        artifact_location = artifact_location or str(db.parent / "mlartifacts")
-    guard = FileLock(f"{db}.lock") if db is not None else _fail_fast_http()
-    try:
-        with guard:
-            client = MlflowClient(tracking_uri=spec.uri)
-            experiment = client.get_experiment_by_name(spec.experiment)
-            if experiment is None:
-                try:
-                    client.create_experiment(spec.experiment, artifact_location=artifact_location)
-                except MlflowException as error:  # created meanwhile by another job
-                    if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                        raise
-                experiment = client.get_experiment_by_name(spec.experiment)
-    except Exception as error:  # any failure to reach the store is the URI's fault to the user
-        reason = redact(" ".join(str(error).split()))[:300]
-        raise ConfigError("tracking.uri", f"cannot be used: {reason}", redact(spec.uri)) from None
-    if experiment is None or experiment.lifecycle_stage != "active":
-        raise ConfigError("tracking.experiment", "is deleted in this store; restore it or pick "
-                          "another name", spec.experiment)
-    return Store(client, experiment.experiment_id, spec.uri)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What a run is created with: its name, params and tags."""
-
-    name: str
-    params: Mapping[str, str]
-    tags: Mapping[str, str] = field(default_factory=dict)
+log = logging.getLogger("wdexp")
 
 
 class PairRecorder:
@@ -166,6 +85,9 @@ class PairRecorder:
         for arm, run_id in self.arm_ids.items():
             if arm not in self.diverged_at:
                 self.client.set_tag(run_id, "wdexp.diverged", "false")
+        self.client.log_batch(self.pair_id, metrics=[
+            Metric(f"{arm}.diverged", float(arm in self.diverged_at), timestamp, 0)
+            for arm in self.arm_ids])
 
     def outcome(self) -> str:
         """One line: each arm's final values, or where it diverged."""
@@ -180,34 +102,24 @@ class PairRecorder:
         return "; ".join(parts)
 
 
-def _create_run(store: Store, spec: RunSpec, parent_id: str | None = None) -> str:
-    tags = dict(spec.tags)
-    if parent_id is not None:
-        tags[MLFLOW_PARENT_RUN_ID] = parent_id
-    run = store.client.create_run(store.experiment_id, tags=tags, run_name=spec.name)
-    params = [Param(k, v) for k, v in spec.params.items()]
-    for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
-        store.client.log_batch(run.info.run_id, params=params[start:start + MAX_PARAMS_PER_BATCH])
-    return run.info.run_id
-
-
 def _status_for(error: BaseException) -> str:
     return "KILLED" if isinstance(error, KeyboardInterrupt | Terminated) else "FAILED"
 
 
 @contextmanager
-def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
-             config_yaml: str) -> Iterator[PairRecorder]:
-    """Open the pair run and its arm runs; close them all with an honest status."""
+def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec], config_yaml: str,
+             parent_id: str | None = None) -> Iterator[PairRecorder]:
+    """Open the pair run (under a sweep run, if given) and its arm runs; close them all with an
+    honest status."""
     client = store.client
-    pair_id = _create_run(store, pair)
+    pair_id = create_run(store, pair, parent_id)
     created: list[str] = [pair_id]
     log.info("pair run %s started: %s (experiment %s at %s)", pair_id, pair.name,
              store.experiment_id, redact(store.uri))
     recorder: PairRecorder | None = None
     try:
         for arm in arms.values():
-            created.append(_create_run(store, arm, parent_id=pair_id))
+            created.append(create_run(store, arm, parent_id=pair_id))
         client.log_text(pair_id, config_yaml, "config.yaml")
         recorder = PairRecorder(client, pair_id, dict(zip(arms, created[1:], strict=True)))
         yield recorder
@@ -221,20 +133,15 @@ def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
                 try:
                     recorder.flush()
                 finally:
-                    _terminate(client, created, status)
+                    terminate(client, created, status)
             else:
-                _terminate(client, created, status)
+                terminate(client, created, status)
         raise
-    _terminate(client, created, "FINISHED")
+    terminate(client, created, "FINISHED")
     log.info("pair run %s finished: %s", pair_id, recorder.outcome())
     if store.uri.startswith(("http://", "https://")):
         log.info("view it at %s/#/experiments/%s/runs/%s", redact(store.uri).rstrip("/"),
                  store.experiment_id, pair_id)
-
-
-def _terminate(client: MlflowClient, run_ids: list[str], status: str) -> None:
-    for run_id in reversed(run_ids):
-        client.set_terminated(run_id, status)
 
 
 @contextmanager

@@ -12,19 +12,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from wdexp import engine, study, tracking
+from wdexp import engine, store, study, tracking
 from wdexp.config import loggable, to_yaml
-from wdexp.lifecycle import cli_errors
+from wdexp.lifecycle import job, run_main
 
 
 def run(cfg: DictConfig, labels: dict[str, str] | None = None,
-        overrides: Sequence[str] = ()) -> str:
-    """One paired comparison; returns the pair run's id."""
+        overrides: Sequence[str] = (), sweep_dir: str | None = None) -> str:
+    """One paired comparison; returns the pair run's id. Within a multirun, ``sweep_dir``
+    finds the sweep run to nest the pair under."""
     pair = study.build(cfg, labels)
-    store = tracking.connect(pair.job.tracking)
+    mlflow_store = store.connect(pair.job.tracking)
+    sweep_id = store.find_sweep_run(mlflow_store, sweep_dir) if sweep_dir else None
     config = loggable(cfg)
-    with tracking.pair_run(store, *tracking.describe(pair, config, overrides),
-                           config_yaml=to_yaml(config)) as record:
+    with tracking.pair_run(mlflow_store, *tracking.describe(pair, config, overrides),
+                           config_yaml=to_yaml(config), parent_id=sweep_id) as record:
         for step in engine.train(pair.arms, pair.job.epochs):
             record.log_step(step)
     return record.pair_id
@@ -35,9 +37,11 @@ def main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     choices = {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()
                if group in ("model", "optimizer")}
-    with cli_errors(exit_on_error=hydra_cfg.mode != RunMode.MULTIRUN):
-        return run(cfg, labels=choices, overrides=hydra_cfg.overrides.task)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    with job(multirun=multirun):
+        return run(cfg, labels=choices, overrides=hydra_cfg.overrides.task,
+                   sweep_dir=hydra_cfg.sweep.dir if multirun else None)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -138,3 +138,12 @@ def mlflow_server(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def multirun(*args: str, tmp_path: Path, store_uri: str, timeout: float = 600,
+             ) -> subprocess.CompletedProcess[str]:
+    """`python -m wdexp.train -m ARGS` into store_uri, sweep outputs kept in tmp_path."""
+    return subprocess.run(
+        [PYTHON, "-m", "wdexp.train", "-m", f"hydra.sweep.dir={tmp_path}/multirun",
+         f"tracking.uri={store_uri}", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wdexp.config import flatten, redact
+from wdexp.config import config_hash, flatten, redact
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -25,3 +25,15 @@ def test_flatten_gives_dotted_string_params():
             "empty": {}, "seed": 0}
     assert flatten(tree) == {"optimizer.lr": "0.01", "optimizer.betas": "[0.9, 0.999]",
                              "model.init": "null", "empty": "{}", "seed": "0"}
+
+
+def test_config_hash_ignores_where_a_job_runs_but_not_what_it_computes():
+    base = {"optimizer": {"lr": 0.01, "weight_decay": 0}, "seed": 0,
+            "tracking": {"uri": "sqlite:///a.db"}, "resume": False, "paths": {"root": "/a"}}
+    moved = {**base, "tracking": {"uri": "http://h:5000"}, "resume": True, "paths": {"root": "/b"}}
+    assert config_hash(base) == config_hash(moved)
+    assert config_hash(base) == config_hash({**base, "optimizer": {"lr": 0.01,
+                                                                   "weight_decay": 0.0}})
+    assert config_hash(base) != config_hash({**base, "seed": 1})
+    assert config_hash(base) != config_hash({**base, "optimizer": {"lr": 0.02,
+                                                                   "weight_decay": 0}})

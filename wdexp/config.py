@@ -7,6 +7,8 @@ instead of a half-written store.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -98,9 +100,10 @@ class JobSpec:
     epochs: int
     device: str
     tracking: TrackingSpec
+    resume: bool = False
 
 
-def parse_job(cfg: DictConfig) -> JobSpec:
+def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     tracking = cfg.get("tracking") or {}
     uri = tracking.get("uri")
     if not isinstance(uri, str) or not uri:
@@ -113,14 +116,23 @@ def parse_job(cfg: DictConfig) -> JobSpec:
     if artifact_location is not None and not isinstance(artifact_location, str):
         raise ConfigError("tracking.artifact_location", "must be a path, a URI or null",
                           artifact_location)
+    return TrackingSpec(uri, experiment, artifact_location)
+
+
+def parse_job(cfg: DictConfig) -> JobSpec:
+    tracking = parse_tracking(cfg)
     device = cfg.get("device", "cpu")
     if not isinstance(device, str) or not device:
         raise ConfigError("device", "must be a torch device string such as cpu or cuda", device)
+    resume = cfg.get("resume", False)
+    if not isinstance(resume, bool):
+        raise ConfigError("resume", "must be true or false", resume)
     return JobSpec(
+        resume=resume,
         seed=integer("seed", cfg.get("seed")),
         epochs=positive_int("epochs", cfg.get("epochs")),
         device=device,
-        tracking=TrackingSpec(uri, experiment, artifact_location),
+        tracking=tracking,
     )
 
 
@@ -155,6 +167,23 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = "null" if value is None else str(value)
     return flat
+
+
+# Keys that say where or how a job runs, not what it computes: left out of its identity.
+_NOT_IDENTITY = ("tracking", "paths", "resume", "hydra")
+
+
+def config_hash(tree: dict[str, Any]) -> str:
+    """A stable digest of what a job computes, for recognising a finished job (resume)."""
+    def canonical(node: Any) -> Any:  # 0 and 0.0 are the same weight decay
+        if isinstance(node, dict):
+            return {k: canonical(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [canonical(v) for v in node]
+        return float(node) if _is_number(node) else node
+
+    identity = {k: canonical(v) for k, v in tree.items() if k not in _NOT_IDENTITY}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def to_yaml(tree: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
-from mlflow.entities import Param
+from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -24,7 +24,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from wdexp.config import ConfigError, TrackingSpec, redact
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
+SEARCH_PAGE = 1000
 RUN_KIND_TAG, ARM_TAG, SWEEP_DIR_TAG = "wdexp.kind", "wdexp.arm", "wdexp.sweep_dir"
+CONFIG_HASH_TAG = "wdexp.config_hash"
 # With no retries, an unreachable server fails the first contact well inside 30 s.
 PREFLIGHT_TIMEOUT_S = "10"
 
@@ -118,6 +120,15 @@ def find_sweep_run(store: Store, sweep_dir: str) -> str | None:
     return runs[0].info.run_id
 
 
+def find_finished_pair(store: Store, config_hash: str) -> str | None:
+    """A FINISHED pair run of the same computation, if the store has one."""
+    runs = store.client.search_runs(
+        [store.experiment_id],
+        f"tags.`{RUN_KIND_TAG}` = 'pair' and tags.`{CONFIG_HASH_TAG}` = '{config_hash}' "
+        "and attributes.status = 'FINISHED'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def create_run(store: Store, spec: RunSpec, parent_id: str | None = None) -> str:
     tags = dict(spec.tags)
     if parent_id is not None:
@@ -132,3 +143,17 @@ def create_run(store: Store, spec: RunSpec, parent_id: str | None = None) -> str
 def terminate(client: MlflowClient, run_ids: list[str], status: str) -> None:
     for run_id in reversed(run_ids):
         client.set_terminated(run_id, status)
+
+
+def search_all(store: Store, filter_string: str) -> list[Run]:
+    """Every run of the experiment matching ``filter_string``, across result pages."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = store.client.search_runs([store.experiment_id], filter_string,
+                                        max_results=SEARCH_PAGE, page_token=token,
+                                        order_by=["attributes.start_time ASC"])
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs

@@ -20,10 +20,18 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from wdexp.config import flatten, redact
+from wdexp.config import config_hash, flatten, redact
 from wdexp.engine import Step
 from wdexp.lifecycle import Terminated
-from wdexp.store import ARM_TAG, RUN_KIND_TAG, RunSpec, Store, create_run, terminate
+from wdexp.store import (
+    ARM_TAG,
+    CONFIG_HASH_TAG,
+    RUN_KIND_TAG,
+    RunSpec,
+    Store,
+    create_run,
+    terminate,
+)
 from wdexp.study import Study
 
 FLUSH_SECONDS = 5.0
@@ -174,6 +182,7 @@ def describe(study: Study, config: dict[str, Any],
         "wdexp.model": study.labels["model"],
         "wdexp.optimizer": study.labels["optimizer"],
         "wdexp.overrides": " ".join(redact(o) for o in overrides),
+        CONFIG_HASH_TAG: config_hash(config),
     })
     pair = RunSpec(study.name, params, context)
     arms = {}

@@ -5,6 +5,7 @@ Build both arms from the config, train them in lockstep, record every step in ML
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import hydra
@@ -13,8 +14,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from wdexp import engine, store, study, tracking
-from wdexp.config import loggable, to_yaml
+from wdexp.config import config_hash, loggable, to_yaml
 from wdexp.lifecycle import job, run_main
+
+log = logging.getLogger("wdexp")
 
 
 def run(cfg: DictConfig, labels: dict[str, str] | None = None,
@@ -23,8 +26,11 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
     finds the sweep run to nest the pair under."""
     pair = study.build(cfg, labels)
     mlflow_store = store.connect(pair.job.tracking)
-    sweep_id = store.find_sweep_run(mlflow_store, sweep_dir) if sweep_dir else None
     config = loggable(cfg)
+    if pair.job.resume and (done := store.find_finished_pair(mlflow_store, config_hash(config))):
+        log.info("skipped: this configuration already finished as pair run %s", done)
+        return done
+    sweep_id = store.find_sweep_run(mlflow_store, sweep_dir) if sweep_dir else None
     with tracking.pair_run(mlflow_store, *tracking.describe(pair, config, overrides),
                            config_yaml=to_yaml(config), parent_id=sweep_id) as record:
         for step in engine.train(pair.arms, pair.job.epochs):

@@ -1,0 +1,101 @@
+"""Multirun sweeps: one sweep run per multirun, pair runs nested, a summary, resume."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import StoreReader, multirun
+
+
+def sweep_summary(reader: StoreReader, sweep_id: str, tmp_path) -> pd.DataFrame:
+    path = reader.client.download_artifacts(sweep_id, "summary.csv", str(tmp_path))
+    return pd.read_csv(path)
+
+
+def assert_sweep_tree(reader: StoreReader, n_pairs: int, status: str = "FINISHED"):
+    (sweep,) = reader.runs("sweep")
+    assert sweep.info.status == status
+    pairs = reader.runs("pair")
+    assert len(pairs) == n_pairs
+    assert {p.data.tags["mlflow.parentRunId"] for p in pairs} == {sweep.info.run_id}
+    for pair in pairs:
+        assert set(reader.arms(pair.info.run_id)) == {"baseline", "decay"}
+    return sweep, pairs
+
+
+def test_multirun_nests_pairs_under_one_sweep_run_with_a_summary(tmp_path, store_uri):
+    result = multirun("optimizer.weight_decay=0,0.01,0.1", "epochs=5", tmp_path=tmp_path,
+                      store_uri=store_uri)
+    assert result.returncode == 0, result.stderr
+    reader = StoreReader(store_uri)
+    sweep, pairs = assert_sweep_tree(reader, 3)
+    assert sweep.info.run_name == "sweep optimizer.weight_decay=0,0.01,0.1"
+    assert sweep.data.metrics["pairs"] == 3
+    summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
+    assert summary["optimizer.weight_decay"].tolist() == [0.0, 0.01, 0.1]
+    by_id = {p.info.run_id: p for p in pairs}
+    for _, row in summary.iterrows():
+        pair = by_id[row["run_id"]]
+        assert float(pair.data.params["optimizer.weight_decay"]) == row["optimizer.weight_decay"]
+        for column in ("baseline.final_loss", "baseline.final_weight_norm",
+                       "decay.final_loss", "decay.final_weight_norm"):
+            assert row[column] == pair.data.metrics[column]
+    assert not summary["decay.diverged"].any()
+
+
+def test_a_single_job_has_no_sweep_run(run_job, read_store):
+    run_job("epochs=2")
+    reader = read_store()
+    assert reader.runs("sweep") == []
+    (pair,) = reader.runs("pair")
+    assert "mlflow.parentRunId" not in pair.data.tags
+
+
+def test_failing_and_diverging_jobs_do_not_stop_the_others(tmp_path, store_uri):
+    # lr=-1 is rejected by validation, lr=2 diverges, the others finish.
+    result = multirun("optimizer.lr=0.01,-1,2,0.02", "epochs=100", tmp_path=tmp_path,
+                      store_uri=store_uri)
+    assert result.returncode != 0
+    assert "optimizer.lr must be a finite number > 0 (got -1)" in result.stdout + result.stderr
+    reader = StoreReader(store_uri)
+    sweep, pairs = assert_sweep_tree(reader, 3, status="FAILED")
+    assert {p.info.status for p in pairs} == {"FINISHED"}
+    summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
+    assert summary["optimizer.lr"].tolist() == [0.01, 2.0, 0.02]
+    assert summary["decay.diverged"].tolist() == [False, True, False]
+    assert reader.runs("pair") and not [r for r in reader.runs() if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_jobs_and_runs_only_new_ones(tmp_path, store_uri):
+    first = multirun("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
+                     tmp_path=tmp_path, store_uri=store_uri)
+    assert first.returncode == 0, first.stderr
+    reader = StoreReader(store_uri)
+    before = {r.info.run_id for r in reader.runs()}
+    assert len(before) == 1 + 2 * 3
+
+    again = multirun("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
+                     tmp_path=tmp_path, store_uri=store_uri)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("skipped: this configuration already finished") == 2
+    assert {r.info.run_id for r in StoreReader(store_uri).runs()} == before
+
+    extended = multirun("optimizer.weight_decay=0,0.01,0.1,1", "epochs=3", "resume=true",
+                        tmp_path=tmp_path, store_uri=store_uri)
+    assert extended.returncode == 0, extended.stderr
+    reader = StoreReader(store_uri)
+    new = [r for r in reader.runs("pair") if r.info.run_id not in before]
+    assert sorted(float(r.data.params["optimizer.weight_decay"]) for r in new) == [0.1, 1.0]
+
+
+def test_resume_reruns_a_failed_job(tmp_path, store_uri, run_job):
+    from mlflow.tracking import MlflowClient
+
+    pair_id = run_job("epochs=3", "resume=true")
+    MlflowClient(store_uri).set_terminated(pair_id, "FAILED")  # as if it had crashed
+    again = run_job("epochs=3", "resume=true")
+    assert again != pair_id
+    assert run_job("epochs=3", "resume=true") == again  # now finished: skipped
+    assert run_job("epochs=4", "resume=true") not in (pair_id, again)

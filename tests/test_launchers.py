@@ -1,0 +1,87 @@
+"""The same sweep through Hydra's real launcher plugins: every pair lands exactly once."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+
+import pytest
+
+from tests.conftest import PYTHON, StoreReader, free_port, multirun
+
+
+def assert_landed_once(store_uri: str, n_pairs: int) -> None:
+    reader = StoreReader(store_uri)
+    runs = reader.runs()
+    kinds = Counter((r.data.tags["wdexp.kind"], r.info.status) for r in runs)
+    assert kinds == {("sweep", "FINISHED"): 1, ("pair", "FINISHED"): n_pairs,
+                     ("arm", "FINISHED"): 2 * n_pairs}
+    (sweep,) = reader.runs("sweep")
+    pairs = reader.runs("pair")
+    assert {p.data.tags["mlflow.parentRunId"] for p in pairs} == {sweep.info.run_id}
+    seeds = Counter(p.data.params["seed"] for p in pairs)
+    assert set(seeds.values()) == {1}  # no job ran twice
+
+
+def test_joblib_with_four_workers_on_a_brand_new_store(tmp_path, store_uri):
+    assert not (tmp_path / "mlflow.db").exists()
+    result = multirun("hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "seed=range(12)",
+                      "epochs=300", tmp_path=tmp_path, store_uri=store_uri)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "database is locked" not in output
+    assert_landed_once(store_uri, 12)
+
+
+def test_submitit_local(tmp_path, store_uri):
+    result = multirun("hydra/launcher=submitit_local", "seed=0,1", "epochs=10",
+                      tmp_path=tmp_path, store_uri=store_uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_landed_once(store_uri, 2)
+
+
+def test_slurm_launcher_config_composes_with_its_settings(tmp_path):
+    result = subprocess.run(
+        [PYTHON, "-m", "wdexp.train", "hydra/launcher=slurm", "hydra.launcher.partition=cpu",
+         "--cfg", "hydra", "--package", "hydra.launcher"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "SlurmLauncher" in result.stdout
+    for setting in ("partition: cpu", "timeout_min: 60", "cpus_per_task: 1"):
+        assert setting in result.stdout
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real local Ray cluster, bound to loopback, stopped afterwards."""
+    ray = [PYTHON, "-m", "ray.scripts.scripts"]
+    port = free_port()
+    env_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    started = subprocess.run(
+        [*ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={env_dir}"], capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(env_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_cluster(tmp_path, store_uri, ray_cluster):
+    result = multirun("hydra/launcher=ray_cluster",
+                      f"hydra.launcher.ray.init.address={ray_cluster}",
+                      "seed=0,1", "epochs=10", tmp_path=tmp_path, store_uri=store_uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_landed_once(store_uri, 2)
+
+
+def test_joblib_sweep_into_a_tracking_server(tmp_path, mlflow_server):
+    result = multirun("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2",
+                      "epochs=10", tmp_path=tmp_path, store_uri=mlflow_server)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_landed_once(mlflow_server, 3)

@@ -61,10 +61,12 @@ def cli(*args: str, tmp_path: Path, timeout: float = 120,
     )
 
 
-def popen(*args: str, tmp_path: Path) -> subprocess.Popen[str]:
+def popen(*args: str, tmp_path: Path, env: dict[str, str] | None = None,
+          ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [PYTHON, "-m", "wdexp.train", f"hydra.run.dir={tmp_path}/outputs", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import StoreReader, popen
+from wdexp.config import ROOT
 from wdexp.models import Quadratic
 
 
@@ -59,6 +60,28 @@ class FailingQuadratic(Quadratic):
             raise RuntimeError("disk on fire")
         self.calls += 1
         return super().loss()
+
+
+class SlowQuadratic(Quadratic):
+    """A model whose every step takes a while, like a real network's epoch."""
+
+    def loss(self):
+        time.sleep(0.1)
+        return super().loss()
+
+
+def test_metrics_reach_the_store_while_a_slow_run_is_still_running(tmp_path, store_uri):
+    # 8 values a step never fill a batch here: only the 5 s flush can make them visible.
+    proc = popen(f"tracking.uri={store_uri}", "epochs=150",
+                 f"model._target_={__name__}.SlowQuadratic", tmp_path=tmp_path,
+                 env={"PYTHONPATH": str(ROOT)})
+    try:
+        reader = _wait_for_metrics(store_uri, proc, deadline_s=60)
+        assert {run.info.status for run in reader.runs()} == {"RUNNING"}
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
 
 
 def test_exception_during_training_marks_runs_failed(run_job, read_store):

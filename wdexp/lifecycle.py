@@ -30,23 +30,53 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
-    global stop_signal
+_critical_depth = 0
+_deferred_signal: int | None = None
+
+
+def _stop(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    global stop_signal, _deferred_signal
     stop_signal = signum
-    raise Terminated(signum)
+    if _critical_depth:
+        _deferred_signal = signum
+        return
+    raise _stop(signum)
 
 
 @contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
+def critical() -> Iterator[None]:
+    """A store write that a signal must not cut in half: SIGINT/SIGTERM arriving inside are
+    raised when it ends. (Blocking the signal is not enough: the kernel hands it to another
+    thread, e.g. torch's, and Python still runs the handler mid-write in the main thread.)"""
+    global _critical_depth, _deferred_signal
+    _critical_depth += 1
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        yield
+    finally:
+        _critical_depth -= 1
+        if not _critical_depth and _deferred_signal is not None:
+            signum, _deferred_signal = _deferred_signal, None
+            raise _stop(signum)
+
+
+@contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt, except inside critical()."""
+    try:
+        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT,
+                                                                      signal.SIGTERM)}
     except ValueError:  # not the main thread: the host process owns signals
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -54,7 +84,7 @@ def job(*, multirun: bool) -> Iterator[None]:
     """Around one job. A ConfigError prints ``wdexp: <key> <requirement> (got <value>)`` and
     exits 2, no traceback; inside a multirun it is logged and re-raised instead, so the launcher
     records this job as failed and goes on with the others."""
-    with terminate_on_sigterm():
+    with signals_as_exceptions():
         try:
             yield
         except ConfigError as error:
@@ -69,7 +99,7 @@ def run_main(main: Callable[[], object]) -> None:
     """The process entry: SIGTERM and Ctrl-C exit 143 and 130 (128 + signal) with one line."""
     global stop_signal
     try:
-        with terminate_on_sigterm():
+        with signals_as_exceptions():
             main()
     except Terminated as stop:
         log.warning("wdexp: stopped by %s", signal.Signals(stop.signum).name)

@@ -10,7 +10,6 @@ terminal status: no run is left RUNNING.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from mlflow.tracking.context.registry import resolve_tags
 
 from wdexp.config import config_hash, flatten, redact
 from wdexp.engine import Step
-from wdexp.lifecycle import Terminated
+from wdexp.lifecycle import Terminated, critical
 from wdexp.store import (
     ARM_TAG,
     CONFIG_HASH_TAG,
@@ -68,11 +67,7 @@ class PairRecorder:
             self.flush()
 
     def flush(self) -> None:
-        # A signal landing inside log_batch could leave a batch half-sent and then resent by the
-        # cleanup; hold SIGINT/SIGTERM until the batch is in (they are delivered right after).
-        held = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
+        with critical():
             for run_id, metrics in self._buffer.items():
                 for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
                     batch = metrics[start:start + MAX_METRICS_PER_BATCH]
@@ -80,8 +75,6 @@ class PairRecorder:
                 metrics.clear()
             self._pending = 0
             self._last_flush = time.monotonic()
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
     def summarize(self) -> None:
         """Final values of each arm on the pair run, and a diverged tag on every arm."""
@@ -118,54 +111,42 @@ def _status_for(error: BaseException) -> str:
 def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec], config_yaml: str,
              parent_id: str | None = None) -> Iterator[PairRecorder]:
     """Open the pair run (under a sweep run, if given) and its arm runs; close them all with an
-    honest status."""
+    honest status. Store writes run as critical sections: a signal only interrupts training."""
     client = store.client
-    pair_id = create_run(store, pair, parent_id)
-    created: list[str] = [pair_id]
-    log.info("pair run %s started: %s (experiment %s at %s)", pair_id, pair.name,
-             store.experiment_id, redact(store.uri))
+    created: list[str] = []
     recorder: PairRecorder | None = None
     try:
-        for arm in arms.values():
-            created.append(create_run(store, arm, parent_id=pair_id))
-        client.log_text(pair_id, config_yaml, "config.yaml")
+        with critical():
+            created.append(create_run(store, pair, parent_id))
+            pair_id = created[0]
+            log.info("pair run %s started: %s (experiment %s at %s)", pair_id, pair.name,
+                     store.experiment_id, redact(store.uri))
+            for arm in arms.values():
+                created.append(create_run(store, arm, parent_id=pair_id))
+            client.log_text(pair_id, config_yaml, "config.yaml")
         recorder = PairRecorder(client, pair_id, dict(zip(arms, created[1:], strict=True)))
         yield recorder
-        recorder.flush()
-        recorder.summarize()
+        with critical():
+            recorder.flush()
+            recorder.summarize()
     except BaseException as error:
         status = _status_for(error)
-        log.error("pair run %s ended %s: %s", pair_id, status, error or type(error).__name__)
-        with _ignore_signals():
-            if recorder is not None:
-                try:
+        with critical():
+            if created:
+                log.error("pair run %s ended %s: %s", created[0], status,
+                          error or type(error).__name__)
+            try:
+                if recorder is not None:
                     recorder.flush()
-                finally:
-                    terminate(client, created, status)
-            else:
+            finally:
                 terminate(client, created, status)
         raise
-    terminate(client, created, "FINISHED")
+    with critical():
+        terminate(client, created, "FINISHED")
     log.info("pair run %s finished: %s", pair_id, recorder.outcome())
     if store.uri.startswith(("http://", "https://")):
         log.info("view it at %s/#/experiments/%s/runs/%s", redact(store.uri).rstrip("/"),
                  store.experiment_id, pair_id)
-
-
-@contextmanager
-def _ignore_signals() -> Iterator[None]:
-    """A second Ctrl-C must not abandon the cleanup that gives the runs their status."""
-    previous = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        pass
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def describe(study: Study, config: dict[str, Any],

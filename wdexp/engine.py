@@ -1,12 +1,16 @@
 """Train the arms of a study in lockstep, as the seed notebook did.
 
-Each epoch, for each arm still running: compute the loss, record it with the weights (the state
-*before* this epoch's update), then ``backward``, ``step``, ``zero_grad``. Step ``t`` of the
-record is therefore the state after ``t`` updates: step 0 is the init, step ``epochs`` the
-final weights, ``epochs + 1`` records in all.
+Each epoch, for each arm still running: compute the loss and its gradient, record the loss,
+weights and gradient (the state *before* this epoch's update), then ``step`` and ``zero_grad``.
+Step ``t`` of the record is therefore the state after ``t`` updates: step 0 is the init, step
+``epochs`` the final weights, ``epochs + 1`` records in all.
 
-Divergence is a result: an arm whose metrics stop being finite is recorded as diverged at that
-step and stops; the other arms go on.
+Besides what the model reports, every record has ``grad_norm`` (of the unpenalised loss) and
+``decay_grad_ratio`` = ‖λθ‖ / ‖∇L‖, how strongly decay pulls against the loss.
+
+Divergence is a result: an arm whose loss or weights stop being finite is recorded as diverged
+at that step and stops; the other arms go on. Other non-finite values (a ratio over a zero
+gradient) are left out of the record.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+import torch
 
 from wdexp.study import Arm
 
@@ -25,6 +31,25 @@ class Step:
     epoch: int
     metrics: dict[str, dict[str, float]]
     diverged: tuple[str, ...] = ()  # arms that diverged at this step (no metrics for them)
+
+
+def _gradient_metrics(arm: Arm) -> dict[str, float]:
+    decay = arm.decay
+    penalised = {id(p) for p in decay.decayed} if decay.mode == "penalty" else set()
+    grads = []
+    for p in arm.model.parameters():
+        if p.grad is None:
+            continue
+        # In penalty mode the gradient holds λθ too; report the loss's own gradient.
+        grads.append(p.grad - decay.weight_decay * p.detach() if id(p) in penalised else p.grad)
+    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                      for g in grads])) if grads else None
+    if grad_norm is None:
+        return {}
+    pull = decay.size()
+    values = torch.stack([grad_norm, pull.to(grad_norm)]).tolist()
+    ratio = values[1] / values[0] if values[0] else (0.0 if not values[1] else math.inf)
+    return {"grad_norm": values[0], "decay_grad_ratio": ratio}
 
 
 def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
@@ -40,11 +65,14 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
                 arm.diverged_at = epoch
                 diverged.append(arm.name)
                 continue
+            penalty = arm.decay.penalty()
+            (loss if penalty is None else loss + penalty).backward()
+            values.update((k, v) for k, v in _gradient_metrics(arm).items() if math.isfinite(v))
             metrics[arm.name] = values
             if epoch < epochs:
-                loss.backward()
+                arm.decay.before_step()
                 arm.optimizer.step()
-                arm.optimizer.zero_grad()
+            arm.optimizer.zero_grad()
         yield Step(epoch, metrics, tuple(diverged))
         if all(arm.diverged_at is not None for arm in arms):
             return

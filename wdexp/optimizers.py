@@ -1,15 +1,16 @@
 """The optimizer group: a ``torch.optim`` class plus its arguments, checked before any run.
 
 ``optimizer._target_`` names the class; every other key is passed to it unchanged, so any
-torch argument is a CLI override (``+optimizer.nesterov=true``). wdexp checks the keys the
-study depends on by name and the rest against the class's signature.
+torch argument is a CLI override (``+optimizer.nesterov=true``), except wdexp's own two:
+``decay_mode`` and ``no_decay`` (see :mod:`wdexp.decay`). wdexp checks the keys the study depends
+on by name and the rest against the class's signature.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -17,12 +18,15 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from wdexp.config import ConfigError, finite_number
+from wdexp.decay import MODES, WeightDecay, split_parameters
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
     cls: type[torch.optim.Optimizer]
     kwargs: dict[str, Any]
+    decay_mode: str = "native"
+    no_decay: tuple[str, ...] = ()
 
     @property
     def lr(self) -> float:
@@ -33,17 +37,34 @@ class OptimizerSpec:
         return self.kwargs.get("weight_decay", 0.0)
 
     def with_weight_decay(self, weight_decay: float) -> OptimizerSpec:
-        return OptimizerSpec(self.cls, {**self.kwargs, "weight_decay": weight_decay})
+        return replace(self, kwargs={**self.kwargs, "weight_decay": weight_decay})
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return self.cls(params, **self.kwargs)
+    def build(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, WeightDecay]:
+        """The torch optimizer over ``model`` and the decay applied around its steps."""
+        decayed, exempt = split_parameters(model, self.no_decay)
+        decay = WeightDecay(self.decay_mode, self.weight_decay, self.lr, decayed)
+        kwargs = {k: v for k, v in self.kwargs.items() if k != "weight_decay"}
+        return self.cls(decay.param_groups(exempt), **kwargs), decay
+
+
+def _betas(key: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ConfigError(key, "must be two numbers in [0, 1)", value)
+    for beta in value:
+        try:
+            finite_number(key, beta, minimum=0, below=1)
+        except ConfigError:
+            raise ConfigError(key, "must be two numbers in [0, 1)", value) from None
+    return float(value[0]), float(value[1])
 
 
 # The keys the study reads, with the ranges torch itself would accept (or should).
-_CHECKS: dict[str, Callable[[str, Any], float]] = {
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "lr": lambda key, v: finite_number(key, v, minimum=0, strict=True),
     "weight_decay": lambda key, v: finite_number(key, v, minimum=0),
     "momentum": lambda key, v: finite_number(key, v, minimum=0, below=1),
+    "eps": lambda key, v: finite_number(key, v, minimum=0, strict=True),
+    "betas": _betas,
 }
 
 
@@ -51,6 +72,14 @@ def parse_optimizer(cfg: DictConfig) -> OptimizerSpec:
     """``cfg.optimizer`` → spec; raises ConfigError keyed ``optimizer.<key>``."""
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     target = kwargs.pop("_target_", None)
+    decay_mode = kwargs.pop("decay_mode", "native")
+    if decay_mode not in MODES:
+        raise ConfigError("optimizer.decay_mode", f"must be one of {', '.join(MODES)}",
+                          decay_mode)
+    no_decay = kwargs.pop("no_decay", None) or []
+    if not isinstance(no_decay, list) or not all(isinstance(p, str) for p in no_decay):
+        raise ConfigError("optimizer.no_decay", "must be a list of parameter-name patterns",
+                          no_decay)
     try:
         cls = get_class(target) if isinstance(target, str) else None
     except Exception:
@@ -66,4 +95,4 @@ def parse_optimizer(cfg: DictConfig) -> OptimizerSpec:
                               f"{cls.__qualname__}", value)
         if key in _CHECKS:
             kwargs[key] = _CHECKS[key](f"optimizer.{key}", value)
-    return OptimizerSpec(cls, kwargs)
+    return OptimizerSpec(cls, kwargs, decay_mode, tuple(no_decay))

@@ -16,6 +16,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from wdexp.config import ConfigError, JobSpec, parse_job
+from wdexp.decay import WeightDecay
 from wdexp.optimizers import OptimizerSpec, parse_optimizer
 
 BASELINE, DECAY = "baseline", "decay"
@@ -27,6 +28,7 @@ class Arm:
     weight_decay: float
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    decay: WeightDecay
     diverged_at: int | None = field(default=None)
 
 
@@ -90,5 +92,5 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None) -> Study:
     arms = []
     for name, spec in ((BASELINE, optimizer.with_weight_decay(0.0)), (DECAY, optimizer)):
         arm_model = copy.deepcopy(model)
-        arms.append(Arm(name, spec.weight_decay, arm_model, spec.build(arm_model.parameters())))
+        arms.append(Arm(name, spec.weight_decay, arm_model, *spec.build(arm_model)))
     return Study(job, optimizer, arms, labels)

@@ -6,7 +6,8 @@ Step ``t`` of the record is therefore the state after ``t`` updates: step 0 is t
 ``epochs`` the final weights, ``epochs + 1`` records in all.
 
 Besides what the model reports, every record has ``grad_norm`` (of the unpenalised loss) and
-``decay_grad_ratio`` = ‖λθ‖ / ‖∇L‖, how strongly decay pulls against the loss.
+``decay_grad_ratio`` = ‖λθ‖ / ‖∇L‖, how strongly decay pulls against the loss; models with a
+closed-form solution add ``distance_to_solution`` = ‖θ - θ*_λ‖.
 
 Divergence is a result: an arm whose loss or weights stop being finite is recorded as diverged
 at that step and stops; the other arms go on. Other non-finite values (a ratio over a zero
@@ -52,6 +53,12 @@ def _gradient_metrics(arm: Arm) -> dict[str, float]:
     return {"grad_norm": values[0], "decay_grad_ratio": ratio}
 
 
+def _distance(arm: Arm) -> float:
+    with torch.no_grad():
+        theta = torch.cat([p.detach().reshape(-1) for p in arm.model.parameters()])
+        return torch.linalg.vector_norm(theta - arm.solution).item()
+
+
 def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
     for epoch in range(epochs + 1):
         metrics: dict[str, dict[str, float]] = {}
@@ -65,6 +72,8 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
                 arm.diverged_at = epoch
                 diverged.append(arm.name)
                 continue
+            if arm.solution is not None:
+                values["distance_to_solution"] = _distance(arm)
             penalty = arm.decay.penalty()
             (loss if penalty is None else loss + penalty).backward()
             values.update((k, v) for k, v in _gradient_metrics(arm).items() if math.isfinite(v))

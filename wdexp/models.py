@@ -5,6 +5,10 @@ A model is an ``nn.Module`` with two methods the engine calls:
 - ``loss()`` — the training objective at the current parameters (a 0-d tensor);
 - ``metrics(loss)`` — the floats to log for that state: ``loss`` plus whatever describes it.
 
+and, optionally, ``solution(weight_decay)`` — the weights full-batch gradient descent with that
+(coupled) decay converges to, when a closed form exists; the engine then logs the distance to it
+as ``distance_to_solution`` — and ``artifacts()`` — files (name → text) to log with the pair run.
+
 Constructors take the config group's keys as keyword arguments and raise
 :class:`~wdexp.config.ConfigError` naming the offending key.
 """
@@ -16,7 +20,7 @@ import random
 import torch
 from torch import Tensor, nn
 
-from wdexp.config import ConfigError, finite_list
+from wdexp.config import ConfigError, finite_list, finite_number
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -62,9 +66,89 @@ class Quadratic(nn.Module):
         return (self.coefficients * self.weight**2).sum()
 
     def metrics(self, loss: Tensor) -> dict[str, float]:
-        with torch.no_grad():
-            weight = self.weight.detach()
-            values = torch.cat([loss.detach().reshape(1), weight,
-                                torch.linalg.vector_norm(weight).reshape(1)]).tolist()
-        names = ["loss", *(f"w_{i + 1}" for i in range(weight.numel())), "weight_norm"]
-        return dict(zip(names, values, strict=True))
+        return weight_metrics(loss, self.weight)
+
+    def solution(self, weight_decay: float) -> Tensor:
+        # 2 c_i w_i + λ w_i = 0 has only w = 0 when 2c + λ > 0.
+        return torch.zeros_like(self.weight)
+
+
+def weight_metrics(loss: Tensor, weight: Tensor) -> dict[str, float]:
+    """``loss``, each weight as ``w_1..w_n`` and their L2 norm, in one host transfer."""
+    with torch.no_grad():
+        weight = weight.detach().reshape(-1)
+        values = torch.cat([loss.detach().reshape(1), weight,
+                            torch.linalg.vector_norm(weight).reshape(1)]).tolist()
+    names = ["loss", *(f"w_{i + 1}" for i in range(weight.numel())), "weight_norm"]
+    return dict(zip(names, values, strict=True))
+
+
+class Ridge(nn.Module):
+    r"""Linear regression on synthetic data, :math:`L(w) = \tfrac{1}{n}\lVert Xw - y\rVert^2`.
+
+    ``X`` is standard normal, shape ``(n_samples, n_features)``, ``y = X w_true + noise·ε`` with
+    ``w_true`` standard normal, all drawn from ``data_seed`` (independent of the job's ``seed``,
+    so arms and seeds share one data set). With coupled weight decay :math:`\lambda`, full-batch
+    gradient descent converges to the ridge solution
+
+    .. math:: w^*_\lambda = (X^\top X / n + \tfrac{\lambda}{2} I)^{-1} X^\top y / n
+
+    (the stationary point of :math:`L + \tfrac{\lambda}{2}\lVert w\rVert^2`). With ``bias``
+    a constant column is appended to ``X`` (decayed with the rest: the closed form assumes every
+    coefficient is). The data is logged as ``data/train.csv`` so anyone can recompute the solution.
+    """
+
+    def __init__(self, n_samples: int = 200, n_features: int = 5, noise: float = 0.1,
+                 data_seed: int = 0, bias: bool = False, init: list[float] | None = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        for key, value in (("n_samples", n_samples), ("n_features", n_features),
+                           ("data_seed", data_seed)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < (
+                    0 if key == "data_seed" else 1):
+                raise ConfigError(key, "must be a positive integer" if key != "data_seed"
+                                  else "must be an integer >= 0", value)
+        noise = finite_number("noise", noise, minimum=0)
+        torch_dtype = parse_dtype(dtype)
+        generator = torch.Generator().manual_seed(data_seed)
+        x = torch.randn(n_samples, n_features, generator=generator, dtype=torch.float64)
+        w_true = torch.randn(n_features, generator=generator, dtype=torch.float64)
+        y = x @ w_true + noise * torch.randn(n_samples, generator=generator, dtype=torch.float64)
+        self.n_features = n_features
+        self.register_buffer("x", x.to(torch_dtype))
+        self.register_buffer("y", y.to(torch_dtype))
+        self.weight = nn.Parameter(_initial(init, n_features, torch_dtype))
+        self.bias = nn.Parameter(torch.zeros(1, dtype=torch_dtype)) if bias else None
+
+    def _design(self) -> Tensor:
+        if self.bias is None:
+            return self.x
+        return torch.cat([self.x, torch.ones_like(self.x[:, :1])], dim=1)
+
+    def _coefficients(self) -> Tensor:
+        return self.weight if self.bias is None else torch.cat([self.weight, self.bias])
+
+    def loss(self) -> Tensor:
+        return ((self._design() @ self._coefficients() - self.y) ** 2).mean()
+
+    def metrics(self, loss: Tensor) -> dict[str, float]:
+        return weight_metrics(loss, self._coefficients())
+
+    def solution(self, weight_decay: float) -> Tensor:
+        x, y = self._design().double(), self.y.double()
+        n, p = x.shape
+        w = torch.linalg.solve(x.T @ x / n + weight_decay / 2 * torch.eye(p, dtype=x.dtype),
+                               x.T @ y / n)
+        return w.to(self.weight.dtype)
+
+    def artifacts(self) -> dict[str, str]:
+        header = ",".join([*(f"x_{i + 1}" for i in range(self.n_features)), "y"])
+        rows = torch.cat([self.x, self.y[:, None]], dim=1).double().tolist()
+        lines = [header, *(",".join(repr(v) for v in row) for row in rows)]
+        return {"data/train.csv": "\n".join(lines) + "\n"}
+
+
+def _initial(init: list[float] | None, n: int, dtype: torch.dtype) -> Tensor:
+    if init is None:
+        return torch.zeros(n, dtype=dtype)
+    return torch.tensor(finite_list("init", init, length=n), dtype=dtype)

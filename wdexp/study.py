@@ -29,6 +29,7 @@ class Arm:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     decay: WeightDecay
+    solution: torch.Tensor | None = None  # where this arm's training should converge, if known
     diverged_at: int | None = field(default=None)
 
 
@@ -38,6 +39,11 @@ class Study:
     optimizer: OptimizerSpec
     arms: list[Arm]
     labels: dict[str, str]  # group choices, e.g. {"model": "quadratic", "optimizer": "sgd_wd"}
+
+    def artifacts(self) -> dict[str, str]:
+        """Files the model asks to keep with the pair run (e.g. its data), name → text."""
+        model = self.arms[0].model
+        return model.artifacts() if hasattr(model, "artifacts") else {}
 
     @property
     def name(self) -> str:
@@ -92,5 +98,7 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None) -> Study:
     arms = []
     for name, spec in ((BASELINE, optimizer.with_weight_decay(0.0)), (DECAY, optimizer)):
         arm_model = copy.deepcopy(model)
-        arms.append(Arm(name, spec.weight_decay, arm_model, *spec.build(arm_model)))
+        solution = (arm_model.solution(spec.weight_decay) if hasattr(arm_model, "solution")
+                    else None)
+        arms.append(Arm(name, spec.weight_decay, arm_model, *spec.build(arm_model), solution))
     return Study(job, optimizer, arms, labels)

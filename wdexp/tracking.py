@@ -108,8 +108,9 @@ def _status_for(error: BaseException) -> str:
 
 
 @contextmanager
-def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec], config_yaml: str,
-             parent_id: str | None = None) -> Iterator[PairRecorder]:
+def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
+             artifacts: Mapping[str, str], parent_id: str | None = None,
+             ) -> Iterator[PairRecorder]:
     """Open the pair run (under a sweep run, if given) and its arm runs; close them all with an
     honest status. Store writes run as critical sections: a signal only interrupts training."""
     client = store.client
@@ -123,7 +124,8 @@ def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec], config_ya
                      store.experiment_id, redact(store.uri))
             for arm in arms.values():
                 created.append(create_run(store, arm, parent_id=pair_id))
-            client.log_text(pair_id, config_yaml, "config.yaml")
+            for path, text in artifacts.items():
+                client.log_text(pair_id, text, path)
         recorder = PairRecorder(client, pair_id, dict(zip(arms, created[1:], strict=True)))
         yield recorder
         with critical():

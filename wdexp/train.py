@@ -32,7 +32,8 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
         return done
     sweep_id = store.find_sweep_run(mlflow_store, sweep_dir) if sweep_dir else None
     with tracking.pair_run(mlflow_store, *tracking.describe(pair, config, overrides),
-                           config_yaml=to_yaml(config), parent_id=sweep_id) as record:
+                           artifacts={"config.yaml": to_yaml(config), **pair.artifacts()},
+                           parent_id=sweep_id) as record:
         for step in engine.train(pair.arms, pair.job.epochs):
             record.log_step(step)
     return record.pair_id

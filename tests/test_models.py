@@ -1,0 +1,56 @@
+"""Models with closed forms, and every named experiment on a tiny budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wdexp.config import ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+
+
+def test_ridge_converges_to_the_closed_form_recomputed_from_the_logged_data(
+        run_job, read_store, tmp_path):
+    lr, weight_decay, epochs = 0.1, 0.3, 400
+    pair_id = run_job("model=ridge", "model.dtype=float64", "model.n_features=4",
+                      f"optimizer.lr={lr}", f"optimizer.weight_decay={weight_decay}",
+                      f"epochs={epochs}")
+    reader = read_store()
+    data = pd.read_csv(reader.client.download_artifacts(pair_id, "data/train.csv",
+                                                        str(tmp_path)))
+    assert list(data.columns) == ["x_1", "x_2", "x_3", "x_4", "y"]
+    x, y = data[["x_1", "x_2", "x_3", "x_4"]].to_numpy(), data["y"].to_numpy()
+    n = len(y)
+    for arm, lam in (("baseline", 0.0), ("decay", weight_decay)):
+        solution = np.linalg.solve(x.T @ x / n + lam / 2 * np.eye(4), x.T @ y / n)
+        run_id = reader.arms(pair_id)[arm].info.run_id
+        weights = np.array([[v for _, v in reader.history(run_id, f"w_{i}")]
+                            for i in range(1, 5)]).T
+        np.testing.assert_allclose(weights[-1], solution, atol=1e-10)
+        distance = [v for _, v in reader.history(run_id, "distance_to_solution")]
+        np.testing.assert_allclose(distance, np.linalg.norm(weights - solution, axis=1),
+                                   rtol=1e-9, atol=1e-13)
+        loss = [v for _, v in reader.history(run_id, "loss")]
+        np.testing.assert_allclose(loss, ((x @ weights.T - y[:, None]) ** 2).mean(axis=0),
+                                   rtol=1e-12)
+
+
+def test_ridge_data_depends_on_data_seed_only(run_job, read_store, tmp_path):
+    ids = [run_job("model=ridge", "epochs=1", *extra)
+           for extra in ([], ["seed=5"], ["model.data_seed=1"])]
+    reader = read_store()
+    frames = [Path(reader.client.download_artifacts(i, "data/train.csv", str(tmp_path / i)))
+              .read_text() for i in ids]
+    assert frames[0] == frames[1] != frames[2]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_runs_on_a_tiny_budget(run_job, read_store, name):
+    pair_id = run_job(f"+experiment={name}", "epochs=2")
+    reader = read_store()
+    assert reader.client.get_run(pair_id).info.status == "FINISHED"
+    assert len(reader.arms(pair_id)) == 2

@@ -54,3 +54,38 @@ def test_every_experiment_composes_and_runs_on_a_tiny_budget(run_job, read_store
     reader = read_store()
     assert reader.client.get_run(pair_id).info.status == "FINISHED"
     assert len(reader.arms(pair_id)) == 2
+
+
+def test_mlp_learns_digits_and_both_arms_see_the_same_batches(run_job, read_store):
+    pair_id = run_job("model=mlp", "optimizer=sgd_momentum", "optimizer.lr=0.05", "epochs=15")
+    reader = read_store()
+    for arm in reader.arms(pair_id).values():
+        accuracy = reader.history(arm.info.run_id, "test_accuracy")
+        assert [s for s, _ in accuracy] == list(range(16))
+        assert max(v for _, v in accuracy) >= 0.9
+        keys = set(arm.data.metrics)
+        assert {"loss", "test_loss", "weight_norm", "norm.layers.0.weight"} <= keys
+        assert not any(key.startswith("w_") for key in keys)  # too many weights to log each
+
+
+def test_mlp_arms_without_decay_are_identical(run_job, read_store):
+    pair_id = run_job("model=mlp", "optimizer=sgd_momentum", "optimizer.weight_decay=0",
+                      "epochs=2")
+    reader = read_store()
+    arms = reader.arms(pair_id)
+    for key in ("loss", "test_accuracy", "weight_norm"):
+        assert (reader.history(arms["baseline"].info.run_id, key)
+                == reader.history(arms["decay"].info.run_id, key))
+
+
+def test_network_biases_are_exempt_from_decay_by_default():
+    from tests.conftest import compose_config
+    from wdexp import study
+
+    decay_arm = study.build(compose_config("model=mlp", "optimizer=adamw")).arms[1]
+    groups = decay_arm.optimizer.param_groups
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+    assert all(p.ndim == 2 for p in groups[0]["params"])
+    assert all(p.ndim == 1 for p in groups[1]["params"])
+    explicit = study.build(compose_config("model=mlp", "optimizer.no_decay=[]")).arms[1]
+    assert len(explicit.optimizer.param_groups) == 1

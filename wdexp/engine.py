@@ -1,7 +1,8 @@
 """Train the arms of a study in lockstep, as the seed notebook did.
 
 Each epoch, for each arm still running: compute the loss and its gradient, record the loss,
-weights and gradient (the state *before* this epoch's update), then ``step`` and ``zero_grad``.
+weights and gradient (the state *before* this epoch's update), then update: one full-batch
+``step`` with that gradient, or — for a model with ``batches(epoch)`` — one step per mini-batch.
 Step ``t`` of the record is therefore the state after ``t`` updates: step 0 is the init, step
 ``epochs`` the final weights, ``epochs + 1`` records in all.
 
@@ -59,6 +60,19 @@ def _distance(arm: Arm) -> float:
         return torch.linalg.vector_norm(theta - arm.solution).item()
 
 
+def _update(arm: Arm, epoch: int) -> None:
+    if not hasattr(arm.model, "batches"):  # full batch: the recorded gradient is the step's
+        arm.decay.before_step()
+        arm.optimizer.step()
+        return
+    for loss in arm.model.batches(epoch):
+        arm.optimizer.zero_grad()
+        penalty = arm.decay.penalty()
+        (loss if penalty is None else loss + penalty).backward()
+        arm.decay.before_step()
+        arm.optimizer.step()
+
+
 def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
     for epoch in range(epochs + 1):
         metrics: dict[str, dict[str, float]] = {}
@@ -79,8 +93,7 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
             values.update((k, v) for k, v in _gradient_metrics(arm).items() if math.isfinite(v))
             metrics[arm.name] = values
             if epoch < epochs:
-                arm.decay.before_step()
-                arm.optimizer.step()
+                _update(arm, epoch)
             arm.optimizer.zero_grad()
         yield Step(epoch, metrics, tuple(diverged))
         if all(arm.diverged_at is not None for arm in arms):

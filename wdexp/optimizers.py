@@ -26,7 +26,7 @@ class OptimizerSpec:
     cls: type[torch.optim.Optimizer]
     kwargs: dict[str, Any]
     decay_mode: str = "native"
-    no_decay: tuple[str, ...] = ()
+    no_decay: tuple[str, ...] | None = None  # None: the model's default_no_decay(), if any
 
     @property
     def lr(self) -> float:
@@ -41,7 +41,10 @@ class OptimizerSpec:
 
     def build(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, WeightDecay]:
         """The torch optimizer over ``model`` and the decay applied around its steps."""
-        decayed, exempt = split_parameters(model, self.no_decay)
+        no_decay = self.no_decay
+        if no_decay is None:
+            no_decay = model.default_no_decay() if hasattr(model, "default_no_decay") else ()
+        decayed, exempt = split_parameters(model, no_decay)
         decay = WeightDecay(self.decay_mode, self.weight_decay, self.lr, decayed)
         kwargs = {k: v for k, v in self.kwargs.items() if k != "weight_decay"}
         return self.cls(decay.param_groups(exempt), **kwargs), decay
@@ -76,10 +79,11 @@ def parse_optimizer(cfg: DictConfig) -> OptimizerSpec:
     if decay_mode not in MODES:
         raise ConfigError("optimizer.decay_mode", f"must be one of {', '.join(MODES)}",
                           decay_mode)
-    no_decay = kwargs.pop("no_decay", None) or []
-    if not isinstance(no_decay, list) or not all(isinstance(p, str) for p in no_decay):
-        raise ConfigError("optimizer.no_decay", "must be a list of parameter-name patterns",
-                          no_decay)
+    no_decay = kwargs.pop("no_decay", None)
+    if no_decay is not None and (not isinstance(no_decay, list)
+                                 or not all(isinstance(p, str) for p in no_decay)):
+        raise ConfigError("optimizer.no_decay", "must be a list of parameter-name patterns "
+                          "or null", no_decay)
     try:
         cls = get_class(target) if isinstance(target, str) else None
     except Exception:
@@ -95,4 +99,5 @@ def parse_optimizer(cfg: DictConfig) -> OptimizerSpec:
                               f"{cls.__qualname__}", value)
         if key in _CHECKS:
             kwargs[key] = _CHECKS[key](f"optimizer.{key}", value)
-    return OptimizerSpec(cls, kwargs, decay_mode, tuple(no_decay))
+    return OptimizerSpec(cls, kwargs, decay_mode,
+                         None if no_decay is None else tuple(no_decay))

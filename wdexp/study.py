@@ -47,7 +47,12 @@ class Study:
 
     @property
     def name(self) -> str:
-        return (f"{self.labels['optimizer']} lr={self.optimizer.lr:g} "
+        """E.g. ``sgd_wd lr=0.01 wd=0.01 seed=0``; non-default model and decay mode show too."""
+        optimizer = self.labels["optimizer"]
+        if self.optimizer.decay_mode != "native":
+            optimizer += f"/{self.optimizer.decay_mode}"
+        model = "" if self.labels["model"] == "quadratic" else f"{self.labels['model']} "
+        return (f"{model}{optimizer} lr={self.optimizer.lr:g} "
                 f"wd={self.optimizer.weight_decay:g} seed={self.job.seed}")
 
 

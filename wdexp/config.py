@@ -8,6 +8,7 @@ instead of a half-written store.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +85,28 @@ def finite_list(key: str, value: Any, *, length: int | None = None) -> list[floa
     if length is not None and len(value) != length:
         raise ConfigError(key, f"must have {length} entries, one per weight", list(value))
     return [float(v) for v in value]
+
+
+def instantiable(group: str, cfg: DictConfig, base: type, base_name: str, *,
+                 reserved: tuple[str, ...] = ()) -> tuple[type, dict[str, Any]]:
+    """``cfg._target_`` as a class (a subclass of ``base``, called ``base_name`` in errors) and
+    the group's other keys as its keyword arguments, each checked against the class's signature
+    — except ``reserved`` keys, which are wdexp's own and popped by the caller."""
+    kwargs: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    target = kwargs.pop("_target_", None)
+    try:
+        cls = get_class(target) if isinstance(target, str) else None
+    except Exception:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{group}._target_", f"must name a {base_name} class", target)
+    parameters = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        for key, value in kwargs.items():
+            if (key not in parameters or key == "params") and key not in reserved:
+                raise ConfigError(f"{group}.{key}", f"is not an argument of {cls.__module__}."
+                                  f"{cls.__qualname__}", value)
+    return cls, kwargs
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,14 @@ on by name and the rest against the class's signature.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from wdexp.config import ConfigError, finite_number
+from wdexp.config import ConfigError, finite_number, instantiable
 from wdexp.decay import MODES, WeightDecay, split_parameters
 
 
@@ -73,8 +71,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
 
 def parse_optimizer(cfg: DictConfig) -> OptimizerSpec:
     """``cfg.optimizer`` → spec; raises ConfigError keyed ``optimizer.<key>``."""
-    kwargs: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    target = kwargs.pop("_target_", None)
+    cls, kwargs = instantiable("optimizer", cfg, torch.optim.Optimizer, "torch.optim.Optimizer",
+                               reserved=("decay_mode", "no_decay"))
     decay_mode = kwargs.pop("decay_mode", "native")
     if decay_mode not in MODES:
         raise ConfigError("optimizer.decay_mode", f"must be one of {', '.join(MODES)}",
@@ -84,20 +82,10 @@ def parse_optimizer(cfg: DictConfig) -> OptimizerSpec:
                                  or not all(isinstance(p, str) for p in no_decay)):
         raise ConfigError("optimizer.no_decay", "must be a list of parameter-name patterns "
                           "or null", no_decay)
-    try:
-        cls = get_class(target) if isinstance(target, str) else None
-    except Exception:
-        cls = None
-    if cls is None or not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ConfigError("optimizer._target_", "must name a torch.optim.Optimizer class", target)
     if "lr" not in kwargs:
         raise ConfigError("optimizer.lr", "must be set", show_value=False)
-    accepted = inspect.signature(cls).parameters
-    for key, value in kwargs.items():
-        if key not in accepted or key == "params":
-            raise ConfigError(f"optimizer.{key}", f"is not an argument of {cls.__module__}."
-                              f"{cls.__qualname__}", value)
-        if key in _CHECKS:
-            kwargs[key] = _CHECKS[key](f"optimizer.{key}", value)
+    for key, check in _CHECKS.items():
+        if key in kwargs:
+            kwargs[key] = check(f"optimizer.{key}", kwargs[key])
     return OptimizerSpec(cls, kwargs, decay_mode,
                          None if no_decay is None else tuple(no_decay))

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from wdexp.config import ConfigError, JobSpec, parse_job
+from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
 from wdexp.decay import WeightDecay
 from wdexp.optimizers import OptimizerSpec, parse_optimizer
 
@@ -74,20 +73,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
-    kwargs = OmegaConf.to_container(cfg, resolve=True)
-    target = kwargs.pop("_target_", None)  # type: ignore[union-attr]
-    try:
-        cls = get_class(target) if isinstance(target, str) else None
-    except Exception:
-        cls = None
-    if cls is None:
-        raise ConfigError("model._target_", "must name a model class", target)
+    cls, kwargs = instantiable("model", cfg, torch.nn.Module, "torch.nn.Module")
     try:
         model = cls(**kwargs)
     except ConfigError as error:
         raise error.within("model") from None
-    except TypeError as error:  # an unknown key: say which, in the user's terms
-        raise ConfigError("model", f"does not fit {target}: {error}", show_value=False) from None
     return model.to(device)
 
 

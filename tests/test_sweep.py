@@ -99,3 +99,14 @@ def test_resume_reruns_a_failed_job(tmp_path, store_uri, run_job):
     assert again != pair_id
     assert run_job("epochs=3", "resume=true") == again  # now finished: skipped
     assert run_job("epochs=4", "resume=true") not in (pair_id, again)
+
+
+def test_an_experiments_sweeper_params_name_the_sweep_and_its_summary(tmp_path, store_uri):
+    result = multirun("+experiment=decay_sweep", "epochs=3", tmp_path=tmp_path,
+                      store_uri=store_uri)
+    assert result.returncode == 0, result.stderr
+    reader = StoreReader(store_uri)
+    sweep, _ = assert_sweep_tree(reader, 5)
+    assert sweep.info.run_name == "sweep optimizer.weight_decay=0,0.001,0.01,0.1,1"
+    summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
+    assert summary["optimizer.weight_decay"].tolist() == [0.0, 0.001, 0.01, 0.1, 1.0]

@@ -54,7 +54,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         store = connect(parse_tracking(config))
         task = [str(o) for o in config.hydra.overrides.task]
-        swept = swept_overrides(task)
+        # Swept keys come from the command line and from hydra.sweeper.params (experiments).
+        params = config.hydra.sweeper.get("params") or {}
+        swept = {**{str(k): str(v) for k, v in params.items()}, **swept_overrides(task)}
         name = " ".join(f"{k}={v}" for k, v in swept.items()) or "sweep"
         tags = {RUN_KIND_TAG: "sweep", SWEEP_DIR_TAG: str(config.hydra.sweep.dir),
                 "wdexp.overrides": redact(" ".join(task))}

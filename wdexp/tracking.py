@@ -35,7 +35,8 @@ from wdexp.study import Study
 
 FLUSH_SECONDS = 5.0
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
-SUMMARY_METRICS = ("loss", "weight_norm")  # logged on the pair run as <arm>.final_<name>
+# Logged on the pair run as <arm>.final_<name>, for those a model reports.
+SUMMARY_METRICS = ("loss", "weight_norm", "test_loss", "test_accuracy")
 
 log = logging.getLogger("wdexp")
 

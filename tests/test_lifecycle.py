@@ -72,7 +72,7 @@ class SlowQuadratic(Quadratic):
 
 def test_metrics_reach_the_store_while_a_slow_run_is_still_running(tmp_path, store_uri):
     # 8 values a step never fill a batch here: only the 5 s flush can make them visible.
-    proc = popen(f"tracking.uri={store_uri}", "epochs=150",
+    proc = popen(f"tracking.uri={store_uri}", "epochs=80",
                  f"model._target_={__name__}.SlowQuadratic", tmp_path=tmp_path,
                  env={"PYTHONPATH": str(ROOT)})
     try:

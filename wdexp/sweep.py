@@ -24,7 +24,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from wdexp import lifecycle
-from wdexp.analysis import ARMS, pair_table
 from wdexp.config import parse_tracking, redact
 from wdexp.store import RUN_KIND_TAG, SWEEP_DIR_TAG, RunSpec, Store, connect, create_run, terminate
 
@@ -72,6 +71,8 @@ class SweepCallback(Callback):
     def _close(self, status: str) -> None:
         if self._open is None:
             return
+        from wdexp.analysis import ARMS, pair_table  # pandas: only when a sweep ends
+
         sweep, self._open = self._open, None
         if lifecycle.stop_signal is not None:
             status = "KILLED"

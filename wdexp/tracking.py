@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
@@ -61,8 +61,9 @@ class PairRecorder:
             self.last[arm] = values
         for arm in step.diverged:
             self.diverged_at[arm] = step.epoch
-            self.client.set_tag(self.arm_ids[arm], "wdexp.diverged", "true")
-            self.client.set_tag(self.arm_ids[arm], "wdexp.diverged_at", str(step.epoch))
+            with critical():
+                self.client.log_batch(self.arm_ids[arm], tags=[
+                    RunTag("wdexp.diverged", "true"), RunTag("wdexp.diverged_at", str(step.epoch))])
         if (self._pending >= MAX_METRICS_PER_BATCH
                 or time.monotonic() - self._last_flush >= FLUSH_SECONDS):
             self.flush()
@@ -78,18 +79,18 @@ class PairRecorder:
             self._last_flush = time.monotonic()
 
     def summarize(self) -> None:
-        """Final values of each arm on the pair run, and a diverged tag on every arm."""
+        """Final values and a 0/1 ``<arm>.diverged`` of each arm on the pair run; a diverged tag
+        on every arm."""
         timestamp = int(time.time() * 1000)
         summary = [Metric(f"{arm}.final_{name}", values[name], timestamp, 0)
                    for arm, values in self.last.items() for name in SUMMARY_METRICS
                    if name in values]
+        summary += [Metric(f"{arm}.diverged", float(arm in self.diverged_at), timestamp, 0)
+                    for arm in self.arm_ids]
         self.client.log_batch(self.pair_id, metrics=summary)
         for arm, run_id in self.arm_ids.items():
             if arm not in self.diverged_at:
                 self.client.set_tag(run_id, "wdexp.diverged", "false")
-        self.client.log_batch(self.pair_id, metrics=[
-            Metric(f"{arm}.diverged", float(arm in self.diverged_at), timestamp, 0)
-            for arm in self.arm_ids])
 
     def outcome(self) -> str:
         """One line: each arm's final values, or where it diverged."""

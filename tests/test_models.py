@@ -89,3 +89,11 @@ def test_network_biases_are_exempt_from_decay_by_default():
     assert all(p.ndim == 1 for p in groups[1]["params"])
     explicit = study.build(compose_config("model=mlp", "optimizer.no_decay=[]")).arms[1]
     assert len(explicit.optimizer.param_groups) == 1
+
+
+def test_a_model_with_more_than_16_weights_logs_their_norm_not_each(run_job, read_store):
+    pair_id = run_job("model=ridge", "model.n_features=17", "epochs=1")
+    reader = read_store()
+    keys = set(reader.arms(pair_id)["decay"].data.metrics)
+    assert "weight_norm" in keys
+    assert not any(key.startswith("w_") for key in keys)

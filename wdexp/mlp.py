@@ -15,16 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from wdexp.config import ConfigError, finite_number
+from wdexp.config import finite_number, positive_int
 from wdexp.models import parse_dtype
-
-MAX_LOGGED_WEIGHTS = 16  # larger models log per-layer norms instead of every weight
-
-
-def _positive_int(key: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(key, "must be a positive integer", value)
-    return value
 
 
 class DigitsMLP(nn.Module):
@@ -46,8 +38,8 @@ class DigitsMLP(nn.Module):
 
         hidden = [64] if hidden is None else list(hidden)
         for width in hidden:
-            _positive_int("hidden", width)
-        self.batch_size = _positive_int("batch_size", batch_size)
+            positive_int("hidden", width)
+        self.batch_size = positive_int("batch_size", batch_size)
         test_fraction = finite_number("test_fraction", test_fraction, minimum=0, strict=True,
                                       below=1)
         torch_dtype = parse_dtype(dtype)

@@ -20,7 +20,7 @@ import random
 import torch
 from torch import Tensor, nn
 
-from wdexp.config import ConfigError, finite_list, finite_number
+from wdexp.config import ConfigError, finite_list, finite_number, integer, positive_int
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -73,13 +73,18 @@ class Quadratic(nn.Module):
         return torch.zeros_like(self.weight)
 
 
+MAX_LOGGED_WEIGHTS = 16  # more weights than this: only their norm is logged
+
+
 def weight_metrics(loss: Tensor, weight: Tensor) -> dict[str, float]:
-    """``loss``, each weight as ``w_1..w_n`` and their L2 norm, in one host transfer."""
+    """``loss``, each weight as ``w_1..w_n`` (up to 16 of them) and their L2 norm, in one host
+    transfer."""
     with torch.no_grad():
         weight = weight.detach().reshape(-1)
-        values = torch.cat([loss.detach().reshape(1), weight,
+        each = weight if weight.numel() <= MAX_LOGGED_WEIGHTS else weight[:0]
+        values = torch.cat([loss.detach().reshape(1), each,
                             torch.linalg.vector_norm(weight).reshape(1)]).tolist()
-    names = ["loss", *(f"w_{i + 1}" for i in range(weight.numel())), "weight_norm"]
+    names = ["loss", *(f"w_{i + 1}" for i in range(each.numel())), "weight_norm"]
     return dict(zip(names, values, strict=True))
 
 
@@ -102,12 +107,9 @@ class Ridge(nn.Module):
                  data_seed: int = 0, bias: bool = False, init: list[float] | None = None,
                  dtype: str = "float32") -> None:
         super().__init__()
-        for key, value in (("n_samples", n_samples), ("n_features", n_features),
-                           ("data_seed", data_seed)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (
-                    0 if key == "data_seed" else 1):
-                raise ConfigError(key, "must be a positive integer" if key != "data_seed"
-                                  else "must be an integer >= 0", value)
+        n_samples, n_features = positive_int("n_samples", n_samples), positive_int(
+            "n_features", n_features)
+        data_seed = integer("data_seed", data_seed)
         noise = finite_number("noise", noise, minimum=0)
         torch_dtype = parse_dtype(dtype)
         generator = torch.Generator().manual_seed(data_seed)

@@ -63,18 +63,21 @@ class Store:
 
 
 @functools.cache
-def connect(spec: TrackingSpec) -> Store:
+def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
     """Reach the store and get (or create) the experiment, failing with one line naming the URI.
 
     On a new sqlite file the schema is created under a file lock, so parallel jobs that start
     together neither race the migration nor each create the experiment. Cached: the jobs of a
-    sequential multirun share one client and one store.
+    sequential multirun share one client and one store. With ``create=False`` (readers) a
+    missing store or experiment is an error instead.
     """
     # MLflow prints a raw "View run at <uri>" per finished run, credentials included; wdexp logs
     # one redacted link per job instead (see pair_run).
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     db = sqlite_path(spec.uri)
     artifact_location = spec.artifact_location
+    if db is not None and not create and not db.exists():
+        raise ConfigError("tracking.uri", "names no existing store", spec.uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = artifact_location or str(db.parent / "mlartifacts")
@@ -83,7 +86,7 @@ def connect(spec: TrackingSpec) -> Store:
         with guard:
             client = MlflowClient(tracking_uri=spec.uri)
             experiment = client.get_experiment_by_name(spec.experiment)
-            if experiment is None:
+            if experiment is None and create:
                 try:
                     client.create_experiment(spec.experiment, artifact_location=artifact_location)
                 except MlflowException as error:  # created meanwhile by another job
@@ -93,7 +96,9 @@ def connect(spec: TrackingSpec) -> Store:
     except Exception as error:  # any failure to reach the store is the URI's fault to the user
         reason = redact(" ".join(str(error).split()))[:300]
         raise ConfigError("tracking.uri", f"cannot be used: {reason}", redact(spec.uri)) from None
-    if experiment is None or experiment.lifecycle_stage != "active":
+    if experiment is None:
+        raise ConfigError("tracking.experiment", "is not in this store", spec.experiment)
+    if experiment.lifecycle_stage != "active":
         raise ConfigError("tracking.experiment", "is deleted in this store; restore it or pick "
                           "another name", spec.experiment)
     return Store(client, experiment.experiment_id, spec.uri)

@@ -53,3 +53,39 @@ def test_seed_zero_is_a_real_seed(run_job, read_store):
         random.seed(seed)
         assert init[seed] == torch.tensor(random.random()).item()  # float32, as logged
     assert init[0] != init[1]
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path, store_uri):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from tests.conftest import PYTHON
+
+    args = [PYTHON, "-m", "wdexp.train", f"hydra.run.dir={tmp_path}/outputs",
+            f"tracking.uri={store_uri}", "epochs=2000"]  # long enough for the bar to refresh
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=follower, cwd=tmp_path)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=120) == 0
+    os.close(leader)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "sgd_wd lr=0.01 wd=0.01 seed=0:" in terminal and "/2001" in terminal
+    assert "decay loss=" in terminal
+
+    piped = cli(f"tracking.uri={store_uri}", "epochs=20", tmp_path=tmp_path)
+    assert piped.returncode == 0
+    assert "decay loss=" not in piped.stderr and "epoch/s" not in piped.stderr

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from wdexp import engine, store, study, tracking
 from wdexp.config import config_hash, loggable, to_yaml
 from wdexp.lifecycle import job, run_main
+from wdexp.progress import progress
 
 log = logging.getLogger("wdexp")
 
@@ -34,7 +35,8 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
     with tracking.pair_run(mlflow_store, *tracking.describe(pair, config, overrides),
                            artifacts={"config.yaml": to_yaml(config), **pair.artifacts()},
                            parent_id=sweep_id) as record:
-        for step in engine.train(pair.arms, pair.job.epochs):
+        steps = engine.train(pair.arms, pair.job.epochs)
+        for step in progress(steps, pair.job.epochs, pair.name):
             record.log_step(step)
     return record.pair_id
 

@@ -9,6 +9,7 @@ terminal status: no run is left RUNNING.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -153,6 +154,13 @@ def pair_run(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
                  store.experiment_id, pair_id)
 
 
+@functools.cache
+def _source_tags() -> dict[str, str]:
+    """MLflow's own context tags (user, source, git commit): fixed for the process, and probing
+    git costs time, so the jobs of a sequential multirun share one lookup."""
+    return resolve_tags({})
+
+
 def describe(study: Study, config: dict[str, Any],
              overrides: Sequence[str] = ()) -> tuple[RunSpec, dict[str, RunSpec]]:
     """The pair run and its arm runs for ``study``: names, params and tags.
@@ -162,13 +170,14 @@ def describe(study: Study, config: dict[str, Any],
     pairs compare directly in the MLflow UI.
     """
     params = flatten(config)
-    context = resolve_tags({
+    context = {
+        **_source_tags(),
         RUN_KIND_TAG: "pair",
         "wdexp.model": study.labels["model"],
         "wdexp.optimizer": study.labels["optimizer"],
         "wdexp.overrides": " ".join(redact(o) for o in overrides),
         CONFIG_HASH_TAG: config_hash(config),
-    })
+    }
     pair = RunSpec(study.name, params, context)
     arms = {}
     for arm in study.arms:

@@ -1,29 +1,48 @@
-"""Read wdexp results back from an MLflow store as pandas tables."""
+"""Read wdexp results back from an MLflow store as pandas tables — for the report, the sweep
+summary and notebooks::
+
+    from wdexp import analysis
+    store = analysis.open_store()                       # the checkout's mlflow.db
+    arms = analysis.arm_table(store, sweep="<sweep run id>")
+    curves = analysis.histories(store, arms["run_id"], keys=["loss", "weight_norm"])
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from wdexp.store import RUN_KIND_TAG, Store, search_all
-from wdexp.study import BASELINE, DECAY
+from wdexp.config import ROOT, TrackingSpec
+from wdexp.runs import ARM_TAG, RUN_KIND_TAG
+from wdexp.store import Store, connect, search_all
 
-ARMS = (BASELINE, DECAY)
+ARMS = ("baseline", "decay")
 PAIR_METRICS = ("final_loss", "final_weight_norm", "final_test_loss", "final_test_accuracy")
+SEED = "seed"
+
+
+def open_store(uri: str = f"sqlite:///{ROOT}/mlflow.db",
+               experiment: str = "weight-decay") -> Store:
+    """An existing store and experiment (the defaults are ``conf/tracking/default.yaml``'s)."""
+    return connect(TrackingSpec(uri, experiment, None), create=False)
+
+
+def _query(kind: str, parent_id: str | None) -> str:
+    query = f"tags.`{RUN_KIND_TAG}` = '{kind}'"
+    if parent_id is not None:
+        query += f" and tags.`mlflow.parentRunId` = '{parent_id}'"
+    return query
 
 
 def pair_table(store: Store, sweep_run_id: str | None = None,
                keys: Sequence[str] = ()) -> pd.DataFrame:
     """One row per pair run (of one sweep, if given): ``keys`` (config keys such as
-    ``optimizer.weight_decay``, or group names such as ``optimizer``), each arm's final loss
-    and weight norm (and test loss and accuracy, for models that report them), and whether it
-    diverged."""
-    query = f"tags.`{RUN_KIND_TAG}` = 'pair'"
-    if sweep_run_id is not None:
-        query += f" and tags.`mlflow.parentRunId` = '{sweep_run_id}'"
+    ``optimizer.weight_decay``, or group names such as ``optimizer``; numbers as numbers), each
+    arm's final loss and weight norm (and test loss and accuracy, for models that report them),
+    and whether it diverged."""
     rows = []
-    runs = search_all(store, query)
+    runs = search_all(store, _query("pair", sweep_run_id))
     # Every model has a final loss and weight norm; test metrics only where a model has them.
     names = [name for name in PAIR_METRICS if name in PAIR_METRICS[:2] or any(
         f"{arm}.{name}" in run.data.metrics for run in runs for arm in ARMS)]
@@ -32,7 +51,8 @@ def pair_table(store: Store, sweep_run_id: str | None = None,
         row: dict[str, object] = {"run_id": run.info.run_id, "run_name": run.info.run_name,
                                   "status": run.info.status}
         for key in keys:
-            row[key] = params.get(key, tags.get(f"wdexp.{key}"))
+            value = params.get(key, tags.get(f"wdexp.{key}"))
+            row[key] = None if value is None else _number(value)
         for arm in ARMS:
             for name in names:
                 row[f"{arm}.{name}"] = metrics.get(f"{arm}.{name}")
@@ -43,3 +63,66 @@ def pair_table(store: Store, sweep_run_id: str | None = None,
                *(f"{arm}.{name}" for arm in ARMS
                  for name in (*names, "diverged"))]
     return pd.DataFrame(rows, columns=columns)
+
+
+def arm_table(store: Store, sweep: str | None = None) -> pd.DataFrame:
+    """One row per arm run (of one sweep's pairs, if ``sweep`` is its run id): ``run_id``,
+    ``pair_id``, ``arm``, ``status``, ``diverged``, every param under its config key
+    (``optimizer.lr``, ``seed``, …; numbers as numbers) and every metric's final value."""
+    pair_ids = None
+    if sweep is not None:
+        pair_ids = {run.info.run_id for run in search_all(store, _query("pair", sweep))}
+    rows = []
+    for run in search_all(store, _query("arm", None)):
+        tags = run.data.tags
+        if pair_ids is not None and tags.get("mlflow.parentRunId") not in pair_ids:
+            continue
+        rows.append({"run_id": run.info.run_id, "pair_id": tags.get("mlflow.parentRunId"),
+                     "arm": tags.get(ARM_TAG), "status": run.info.status,
+                     "diverged": tags.get("wdexp.diverged") == "true",
+                     **{key: _number(value) for key, value in run.data.params.items()
+                        if key != "arm"},
+                     **run.data.metrics})
+    return pd.DataFrame(rows)
+
+
+def _number(value: str) -> object:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def histories(store: Store, run_ids: Iterable[str],
+              keys: Sequence[str] = ("loss",)) -> pd.DataFrame:
+    """Every logged value of ``keys`` for each run: long format with columns ``run_id``,
+    ``key``, ``step``, ``value`` — ``.pivot_table(index="step", columns="run_id")`` for curves."""
+    rows = [(run_id, metric.key, metric.step, metric.value)
+            for run_id in run_ids for key in keys
+            for metric in store.client.get_metric_history(run_id, key)]
+    return (pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+            .sort_values(["run_id", "key", "step"], ignore_index=True))
+
+
+def over_seeds(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """A :func:`pair_table` with one row per setting instead of per seed: ``seeds`` (how many),
+    the mean and standard deviation (``<column>.std``) of every final metric over the seeds
+    that did not diverge, and each arm's count of diverged seeds."""
+    by = [key for key in keys if key != SEED]
+    metrics = [c for c in table.columns if c.split(".", 1)[-1] in PAIR_METRICS]
+    frame = table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in metrics})
+    if not by:  # only the seed varies: one row for the lot
+        frame = frame.assign(_all=0)
+        by = ["_all"]
+    groups = frame.groupby(by, sort=False, dropna=False)
+    result = groups.size().rename("seeds").to_frame()
+    for column in metrics:
+        result[column] = groups[column].mean()
+        result[f"{column}.std"] = groups[column].std()
+    for arm in ARMS:
+        result[f"{arm}.diverged"] = groups[f"{arm}.diverged"].agg(lambda s: int(s.eq(True).sum()))
+    return result.reset_index().drop(columns=["_all"], errors="ignore")

@@ -19,20 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 
+from wdexp.runs import Step
 from wdexp.study import Arm
-
-
-@dataclass(frozen=True)
-class Step:
-    """One epoch's records: ``metrics[arm_name]`` for every arm still finite at this step."""
-
-    epoch: int
-    metrics: dict[str, dict[str, float]]
-    diverged: tuple[str, ...] = ()  # arms that diverged at this step (no metrics for them)
 
 
 def _gradient_metrics(arm: Arm) -> dict[str, float]:

@@ -5,9 +5,11 @@ A model is an ``nn.Module`` with two methods the engine calls:
 - ``loss()`` — the training objective at the current parameters (a 0-d tensor);
 - ``metrics(loss)`` — the floats to log for that state: ``loss`` plus whatever describes it.
 
-and, optionally, ``solution(weight_decay)`` — the weights full-batch gradient descent with that
+and, optionally: ``solution(weight_decay)`` — the weights full-batch gradient descent with that
 (coupled) decay converges to, when a closed form exists; the engine then logs the distance to it
-as ``distance_to_solution`` — and ``artifacts()`` — files (name → text) to log with the pair run.
+as ``distance_to_solution``; ``closed_form()`` — the loss as a
+:class:`~wdexp.closed_form.QuadraticForm`, so figures can draw what theory predicts; and
+``artifacts()`` — files (name → text) to log with the pair run.
 
 Constructors take the config group's keys as keyword arguments and raise
 :class:`~wdexp.config.ConfigError` naming the offending key.
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wdexp.closed_form import QuadraticForm
 from wdexp.config import ConfigError, finite_list, finite_number, integer, positive_int
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -71,6 +75,10 @@ class Quadratic(nn.Module):
     def solution(self, weight_decay: float) -> Tensor:
         # 2 c_i w_i + λ w_i = 0 has only w = 0 when 2c + λ > 0.
         return torch.zeros_like(self.weight)
+
+    def closed_form(self) -> QuadraticForm:
+        coefficients = self.coefficients.double().cpu().numpy()
+        return QuadraticForm(np.diag(coefficients), np.zeros(len(coefficients)), 0.0)
 
 
 MAX_LOGGED_WEIGHTS = 16  # more weights than this: only their norm is logged
@@ -142,6 +150,11 @@ class Ridge(nn.Module):
         w = torch.linalg.solve(x.T @ x / n + weight_decay / 2 * torch.eye(p, dtype=x.dtype),
                                x.T @ y / n)
         return w.to(self.weight.dtype)
+
+    def closed_form(self) -> QuadraticForm:
+        x, y = self._design().double().cpu().numpy(), self.y.double().cpu().numpy()
+        n = len(y)
+        return QuadraticForm(x.T @ x / n, x.T @ y / n, float(y @ y / n))
 
     def artifacts(self) -> dict[str, str]:
         header = ",".join([*(f"x_{i + 1}" for i in range(self.n_features)), "y"])

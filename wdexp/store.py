@@ -8,11 +8,10 @@ and its arms, or a sweep) and each must end with its own status.
 from __future__ import annotations
 
 import functools
-import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -22,15 +21,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from wdexp.config import ConfigError, TrackingSpec, redact
+from wdexp.runs import CONFIG_HASH_TAG, RUN_KIND_TAG, SWEEP_DIR_TAG, RunSpec
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 SEARCH_PAGE = 1000
-RUN_KIND_TAG, ARM_TAG, SWEEP_DIR_TAG = "wdexp.kind", "wdexp.arm", "wdexp.sweep_dir"
-CONFIG_HASH_TAG = "wdexp.config_hash"
 # With no retries, an unreachable server fails the first contact well inside 30 s.
 PREFLIGHT_TIMEOUT_S = "10"
 
-log = logging.getLogger("wdexp")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -104,25 +101,13 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
     return Store(client, experiment.experiment_id, spec.uri)
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """What a run is created with: its name, params and tags."""
-
-    name: str
-    params: Mapping[str, str]
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
 def find_sweep_run(store: Store, sweep_dir: str) -> str | None:
     """The RUNNING sweep run of the multirun writing to ``sweep_dir``, from any process."""
     runs = store.client.search_runs(
         [store.experiment_id],
         f"tags.`{RUN_KIND_TAG}` = 'sweep' and tags.`{SWEEP_DIR_TAG}` = '{sweep_dir}' "
         "and attributes.status = 'RUNNING'", max_results=1)
-    if not runs:
-        log.warning("no sweep run found for %s; the pair run will not be nested", sweep_dir)
-        return None
-    return runs[0].info.run_id
+    return runs[0].info.run_id if runs else None
 
 
 def find_finished_pair(store: Store, config_hash: str) -> str | None:

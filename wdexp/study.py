@@ -17,8 +17,10 @@ from omegaconf import DictConfig
 from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
 from wdexp.decay import WeightDecay
 from wdexp.optimizers import OptimizerSpec, parse_optimizer
+from wdexp.runs import FigureSpec
 
 BASELINE, DECAY = "baseline", "decay"
+FIGURE_POINTS = 2001
 
 
 @dataclass
@@ -53,6 +55,34 @@ class Study:
         model = "" if self.labels["model"] == "quadratic" else f"{self.labels['model']} "
         return (f"{model}{optimizer} lr={self.optimizer.lr:g} "
                 f"wd={self.optimizer.weight_decay:g} seed={self.job.seed}")
+
+    def figure_spec(self) -> FigureSpec:
+        """What the pair figures need from the study; call it before training, while the arms
+        still hold the shared init the closed form starts from."""
+        weight_decay = {arm.name: arm.weight_decay for arm in self.arms}
+        model = self.arms[0].model
+        if not hasattr(model, "closed_form"):
+            return FigureSpec(self.name, weight_decay)
+        form = model.closed_form()
+        init = np.concatenate([p.detach().double().cpu().numpy().ravel()
+                               for p in model.parameters()])
+        predicted = None
+        if self._is_gradient_descent():
+            # A figure shows a few thousand points at most, however long the run.
+            steps = np.unique(np.linspace(0, self.job.epochs, FIGURE_POINTS).round()).astype(int)
+            predicted = {arm.name: form.gradient_descent(init, self.optimizer.lr,
+                                                         arm.weight_decay, steps)
+                         for arm in self.arms}
+        return FigureSpec(self.name, weight_decay, predicted, form if init.size == 2 else None)
+
+    def _is_gradient_descent(self) -> bool:
+        """Plain full-batch SGD with every weight decayed: the case the closed form describes
+        (for SGD every decay mode is the same update)."""
+        kwargs = self.optimizer.kwargs
+        return (self.optimizer.cls is torch.optim.SGD and not kwargs.get("momentum")
+                and not kwargs.get("maximize") and not hasattr(self.arms[0].model, "batches")
+                and all(len(arm.decay.decayed) == len(list(arm.model.parameters()))
+                        for arm in self.arms))
 
 
 def seed_everything(seed: int) -> None:

@@ -5,27 +5,26 @@ launching process, before any worker exists — it connects to the store, which 
 sqlite schema and the experiment exactly once (parallel workers then never race the migration),
 and opens the sweep run (tag ``wdexp.kind=sweep``), tagged with the sweep directory: each job, in
 whatever process or machine a launcher puts it, finds its parent by that tag. When the multirun
-ends it logs ``summary.csv`` (one row per pair) and ends the sweep run FINISHED if every job
-finished, FAILED otherwise (KILLED on a signal). Hydra skips ``on_multirun_end`` when a job
-failed, so the same close also runs at exit.
+ends it logs ``summary.csv`` (one row per pair) and the sweep figures — drawn once, not per job —
+and ends the sweep run FINISHED if every job finished, FAILED otherwise (KILLED on a signal).
+Hydra skips ``on_multirun_end`` when a job failed, so the same close also runs at exit. The
+store work itself happens in the tracking process (:mod:`wdexp.tracker`).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from wdexp import lifecycle
+from wdexp import lifecycle, tracker
 from wdexp.config import parse_tracking, redact
-from wdexp.store import RUN_KIND_TAG, SWEEP_DIR_TAG, RunSpec, Store, connect, create_run, terminate
+from wdexp.runs import RUN_KIND_TAG, SWEEP_DIR_TAG, RunSpec
 
 log = logging.getLogger("wdexp")
 MAX_NAME = 250
@@ -40,7 +39,6 @@ def swept_overrides(task_overrides: list[str]) -> dict[str, str]:
 
 @dataclass
 class _OpenSweep:
-    store: Store
     run_id: str
     keys: list[str]
     resume: bool
@@ -51,7 +49,7 @@ class SweepCallback(Callback):
         self._open: _OpenSweep | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        store = connect(parse_tracking(config))
+        writer = tracker.get()
         task = [str(o) for o in config.hydra.overrides.task]
         # Swept keys come from the command line and from hydra.sweeper.params (experiments).
         params = config.hydra.sweeper.get("params") or {}
@@ -60,8 +58,9 @@ class SweepCallback(Callback):
         tags = {RUN_KIND_TAG: "sweep", SWEEP_DIR_TAG: str(config.hydra.sweep.dir),
                 "wdexp.overrides": redact(" ".join(task))}
         params = {f"sweep.{key}": values for key, values in swept.items()}
-        run_id = create_run(store, RunSpec(f"sweep {name}"[:MAX_NAME], params, tags))
-        self._open = _OpenSweep(store, run_id, list(swept), config.get("resume") is True)
+        run_id = writer.call("open_sweep", parse_tracking(config),
+                             RunSpec(f"sweep {name}"[:MAX_NAME], params, tags))
+        self._open = _OpenSweep(run_id, list(swept), config.get("resume") is True)
         atexit.register(self._close, "FAILED")
         log.info("sweep run %s started: %s", run_id, name)
 
@@ -71,29 +70,13 @@ class SweepCallback(Callback):
     def _close(self, status: str) -> None:
         if self._open is None:
             return
-        from wdexp.analysis import ARMS, pair_table  # pandas: only when a sweep ends
-
         sweep, self._open = self._open, None
         if lifecycle.stop_signal is not None:
             status = "KILLED"
-        table = pair_table(sweep.store, sweep.run_id, sweep.keys)
-        client = sweep.store.client
-        if table.empty and sweep.resume and status == "FINISHED":
-            # Every job was skipped as already finished: a re-run adds nothing to the store.
-            client.delete_run(sweep.run_id)
+        outcome = tracker.get().call("close_sweep", sweep.run_id, sweep.keys, sweep.resume,
+                                     status)
+        if outcome.deleted:
             log.info("nothing to run: every job of this sweep had already finished")
             return
-        failed = int((table["status"] != "FINISHED").sum())
-        if status == "FINISHED" and failed:
-            status = "FAILED"
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "summary.csv"
-            table.drop(columns=["run_name"]).to_csv(path, index=False)
-            client.log_artifact(sweep.run_id, str(path))
-        for name, value in (("pairs", len(table)), ("failed_pairs", failed),
-                            *((f"{arm}.diverged_pairs", int(table[f"{arm}.diverged"].eq(True)
-                                                            .sum())) for arm in ARMS)):
-            client.log_metric(sweep.run_id, name, value)
-        terminate(client, [sweep.run_id], status)
-        log.info("sweep run %s ended %s: %d pairs, %d not finished", sweep.run_id, status,
-                 len(table), failed)
+        log.info("sweep run %s ended %s: %d pairs, %d not finished", sweep.run_id,
+                 outcome.status, outcome.pairs, outcome.not_finished)

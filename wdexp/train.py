@@ -13,10 +13,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from wdexp import engine, store, study, tracking
-from wdexp.config import config_hash, loggable, to_yaml
-from wdexp.lifecycle import job, run_main
-from wdexp.progress import progress
+from wdexp import tracker
+
+# MLflow loads in the tracking process while this one imports torch (see wdexp.tracker).
+tracker.prestart()
+
+from wdexp import engine, study  # noqa: E402
+from wdexp.config import config_hash, loggable, to_yaml  # noqa: E402
+from wdexp.lifecycle import job, run_main  # noqa: E402
+from wdexp.progress import progress  # noqa: E402
 
 log = logging.getLogger("wdexp")
 
@@ -26,15 +31,19 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
     """One paired comparison; returns the pair run's id. Within a multirun, ``sweep_dir``
     finds the sweep run to nest the pair under."""
     pair = study.build(cfg, labels)
-    mlflow_store = store.connect(pair.job.tracking)
+    writer = tracker.get()
+    spec = pair.job.tracking
+    writer.call("connect", spec)
     config = loggable(cfg)
-    if pair.job.resume and (done := store.find_finished_pair(mlflow_store, config_hash(config))):
+    if pair.job.resume and (done := writer.call("find_finished_pair", spec, config_hash(config))):
         log.info("skipped: this configuration already finished as pair run %s", done)
         return done
-    sweep_id = store.find_sweep_run(mlflow_store, sweep_dir) if sweep_dir else None
-    with tracking.pair_run(mlflow_store, *tracking.describe(pair, config, overrides),
-                           artifacts={"config.yaml": to_yaml(config), **pair.artifacts()},
-                           parent_id=sweep_id) as record:
+    sweep_id = writer.call("find_sweep_run", spec, sweep_dir) if sweep_dir else None
+    if sweep_dir and sweep_id is None:
+        log.warning("no sweep run found for %s; the pair run will not be nested", sweep_dir)
+    with tracker.pair_run(spec, *tracker.describe(pair, config, overrides),
+                          files={"config.yaml": to_yaml(config), **pair.artifacts()},
+                          figures=pair.figure_spec(), parent_id=sweep_id) as record:
         steps = engine.train(pair.arms, pair.job.epochs)
         for step in progress(steps, pair.job.epochs, pair.name):
             record.log_step(step)

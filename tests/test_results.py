@@ -1,0 +1,124 @@
+"""What a finished job leaves to look at: figures in the run, tables for notebooks, the
+closed form the figures draw — read back from a real store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.image import imread
+
+from tests.conftest import StoreReader, multirun
+from wdexp import analysis
+from wdexp.closed_form import QuadraticForm
+from wdexp.models import Ridge
+from wdexp.report import report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _figures(reader: StoreReader, run_id: str, tmp_path) -> dict[str, tuple[int, int]]:
+    """Each figure of a run: name → (height, width) in pixels, checked to be a real PNG."""
+    listed = [f.path for f in reader.client.list_artifacts(run_id, "figures")]
+    shapes = {}
+    for path in listed:
+        local = reader.client.download_artifacts(run_id, path, str(tmp_path))
+        with open(local, "rb") as png:
+            assert png.read(8) == PNG_SIGNATURE, path
+        height, width = imread(local).shape[:2]
+        shapes[path.removeprefix("figures/")] = (height, width)
+    return shapes
+
+
+def _assert_readable(shapes: dict[str, tuple[int, int]]) -> None:
+    for name, (height, width) in shapes.items():
+        assert height >= 300 and width >= 400, (name, height, width)
+
+
+def test_pair_run_has_loss_weight_and_trajectory_figures(run_job, read_store, tmp_path):
+    pair_id = run_job("epochs=20")
+    shapes = _figures(read_store(), pair_id, tmp_path)
+    assert set(shapes) == {"loss.png", "weights.png", "trajectory.png"}
+    _assert_readable(shapes)
+
+
+def test_models_with_more_weights_have_no_trajectory(run_job, read_store, tmp_path):
+    pair_id = run_job("model=ridge", "model.n_features=3", "epochs=10")
+    shapes = _figures(read_store(), pair_id, tmp_path)
+    assert set(shapes) == {"loss.png", "weights.png"}
+    _assert_readable(shapes)
+
+
+def test_closed_form_path_is_torch_sgd_on_ridge():
+    """The curve the figures draw as theory: torch.optim.SGD with weight decay, float64."""
+    model = Ridge(n_samples=40, n_features=3, data_seed=4, bias=True, dtype="float64",
+                  init=[0.5, -1.0, 2.0])
+    form = model.closed_form()
+    init = np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
+    lr, weight_decay, steps = 0.05, 0.3, 60
+    predicted = form.gradient_descent(init, lr, weight_decay, np.arange(steps + 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for step in range(steps + 1):
+        loss = model.loss()
+        weights = torch.cat([model.weight, model.bias]).detach().numpy()
+        assert predicted["loss"][step] == pytest.approx(loss.item(), rel=1e-10)
+        for i, value in enumerate(weights):
+            assert predicted[f"w_{i + 1}"][step] == pytest.approx(value, rel=1e-10, abs=1e-12)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert form.minimiser(weight_decay) == pytest.approx(
+        model.solution(weight_decay).numpy(), rel=1e-10)
+
+
+def test_quadratic_form_of_the_bowl_is_its_loss():
+    form = QuadraticForm(np.diag([1 / 20, 1.0]), np.zeros(2), 0.0)
+    w_1, w_2 = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-2, 2, 4))
+    np.testing.assert_allclose(form(w_1, w_2), w_1**2 / 20 + w_2**2, rtol=1e-15)
+
+
+def test_seed_sweep_has_figures_and_is_reported_over_seeds(tmp_path, store_uri):
+    result = multirun("optimizer.weight_decay=0,0.5", "optimizer.lr=0.01,0.02", "seed=0,1",
+                      "epochs=5", tmp_path=tmp_path, store_uri=store_uri)
+    assert result.returncode == 0, result.stderr
+    reader = StoreReader(store_uri)
+    (sweep,) = reader.runs("sweep")
+    shapes = _figures(reader, sweep.info.run_id, tmp_path)
+    assert set(shapes) == {"sweep.png", "heatmap.png"}
+    _assert_readable(shapes)
+
+    store = analysis.open_store(store_uri)
+    table = report(store, sweep.info.run_id)  # seed varies: one row per setting
+    assert len(table) == 4 and set(table["seeds"]) == {2}
+    pairs = reader.runs("pair")
+    for _, row in table.iterrows():
+        finals = [p.data.metrics["decay.final_loss"] for p in pairs
+                  if float(p.data.params["optimizer.weight_decay"]) == row["weight_decay"]
+                  and float(p.data.params["optimizer.lr"]) == row["lr"]]
+        assert row["decay.final_loss"] == pytest.approx(np.mean(finals), rel=1e-12)
+        assert row["decay.final_loss.std"] == pytest.approx(np.std(finals, ddof=1), rel=1e-9)
+    assert len(report(store, sweep.info.run_id, seeds="each")) == 8
+
+
+def test_arm_table_and_histories_read_back_what_was_logged(run_job, read_store, store_uri):
+    run_job("epochs=4", "optimizer.weight_decay=0.1")
+    store = analysis.open_store(store_uri)
+    arms = analysis.arm_table(store)
+    assert sorted(arms["arm"]) == ["baseline", "decay"]
+    by_arm = arms.set_index("arm")
+    assert by_arm.loc["decay", "optimizer.weight_decay"] == 0.1
+    assert by_arm.loc["baseline", "optimizer.weight_decay"] == 0.0
+    assert by_arm.loc["decay", "seed"] == 0 and not by_arm["diverged"].any()
+
+    curves = analysis.histories(store, arms["run_id"], keys=["loss", "w_1"])
+    reader = read_store()
+    for run_id in arms["run_id"]:
+        for key in ("loss", "w_1"):
+            mine = curves[(curves["run_id"] == run_id) & (curves["key"] == key)]
+            assert list(zip(mine["step"], mine["value"], strict=True)) == reader.history(
+                run_id, key)
+        last = curves[(curves["run_id"] == run_id) & (curves["key"] == "loss")].iloc[-1]
+        assert by_arm.set_index("run_id").loc[run_id, "loss"] == last["value"]
+    assert isinstance(curves.pivot_table(index="step", columns="run_id", values="value"),
+                      pd.DataFrame)

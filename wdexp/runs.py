@@ -1,0 +1,48 @@
+"""What the training process tells the tracking process: plain data, no torch, no MLflow.
+
+A job's records cross a process boundary (see :mod:`wdexp.tracker`), so everything here pickles
+and imports in milliseconds on either side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RUN_KIND_TAG, ARM_TAG, SWEEP_DIR_TAG = "wdexp.kind", "wdexp.arm", "wdexp.sweep_dir"
+CONFIG_HASH_TAG = "wdexp.config_hash"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is created with: its name, params and tags."""
+
+    name: str
+    params: Mapping[str, str]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One epoch's records: ``metrics[arm_name]`` for every arm still finite at this step."""
+
+    epoch: int
+    metrics: dict[str, dict[str, float]]
+    diverged: tuple[str, ...] = ()  # arms that diverged at this step (no metrics for them)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """What the pair figures need beyond the logged metrics: the study's own knowledge.
+
+    ``predicted[arm]`` holds the closed-form ``loss`` and weights at the steps listed under
+    ``"step"`` (models and optimizers with one); ``surface`` maps grids of (w_1, w_2) to the
+    unregularised loss (two-weight models).
+    """
+
+    title: str
+    weight_decay: Mapping[str, float]
+    predicted: Mapping[str, Mapping[str, list[float]]] | None = None
+    surface: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None

@@ -1,0 +1,132 @@
+"""The tracking process: it owns the MLflow store while the training process trains.
+
+Started by :mod:`wdexp.tracker` as ``python -m wdexp.writer REQUESTS REPLIES`` (two pipe file
+descriptors) before the training process imports torch, so importing MLflow and opening the
+store — seconds of work — run on another core at the same time. It then serves requests in
+order: calls get a reply (a value, or the error to raise in the training process), metric
+batches do not. While no request is waiting it writes buffered metrics to the store, so
+training never waits for sqlite.
+
+It ignores SIGINT and SIGTERM: a Ctrl-C or a scheduler's signal reaches the whole process group,
+and the training process decides the runs' status (KILLED) and asks for it. If the training
+process vanishes without asking (SIGKILL), the end of its pipe ends every open run KILLED.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from wdexp import store, tracking
+from wdexp.config import ConfigError, TrackingSpec
+from wdexp.runs import FigureSpec, RunSpec, Step
+
+IDLE_S = 0.05  # with nothing to read for this long, write what is buffered
+
+log = logging.getLogger("wdexp.writer")
+
+
+class Writer:
+    """The requests the training process can make, by name."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[str, tracking.PairRecorder] = {}
+        self.sweeps: dict[str, store.Store] = {}
+
+    def connect(self, spec: TrackingSpec, create: bool = True) -> str:
+        return store.connect(spec, create=create).experiment_id
+
+    def find_finished_pair(self, spec: TrackingSpec, config_hash: str) -> str | None:
+        return store.find_finished_pair(store.connect(spec), config_hash)
+
+    def find_sweep_run(self, spec: TrackingSpec, sweep_dir: str) -> str | None:
+        return store.find_sweep_run(store.connect(spec), sweep_dir)
+
+    def open_pair(self, spec: TrackingSpec, pair: RunSpec, arms: dict[str, RunSpec],
+                  files: dict[str, str], parent_id: str | None) -> tuple[str, dict[str, str]]:
+        recorder = tracking.open_pair(store.connect(spec), pair, arms, files, parent_id)
+        self.pairs[recorder.pair_id] = recorder
+        return recorder.pair_id, recorder.arm_ids
+
+    def log(self, pair_id: str, steps: list[Step]) -> None:
+        recorder = self.pairs[pair_id]
+        for step in steps:
+            recorder.log_step(step)
+        if recorder.pending >= 2 * tracking.MAX_METRICS_PER_BATCH:
+            recorder.flush()
+
+    def close_pair(self, pair_id: str, status: str, figures: FigureSpec | None) -> None:
+        recorder = self.pairs.pop(pair_id, None)
+        if recorder is not None:  # None: a failed close already ended its runs FAILED
+            tracking.close_pair(recorder, status, figures)
+
+    def open_sweep(self, spec: TrackingSpec, sweep: RunSpec) -> str:
+        run_id = store.create_run(store.connect(spec), sweep)
+        self.sweeps[run_id] = store.connect(spec)
+        return run_id
+
+    def close_sweep(self, run_id: str, keys: list[str], resume: bool,
+                    status: str) -> tracking.SweepOutcome:
+        return tracking.close_sweep(self.sweeps.pop(run_id), run_id, keys, resume, status)
+
+    def idle(self) -> None:
+        for recorder in self.pairs.values():
+            if recorder.pending:
+                recorder.flush()
+
+    def abandon(self) -> None:
+        """The training process is gone without closing its runs."""
+        for pair_id in list(self.pairs):
+            self.close_pair(pair_id, "KILLED", None)
+        for run_id, sweep_store in self.sweeps.items():
+            store.terminate(sweep_store.client, [run_id], "KILLED")
+
+
+def _error(error: Exception) -> tuple[str, Any]:
+    if isinstance(error, ConfigError):
+        return "config_error", (error.key, error.requirement, error.value, error.show_value)
+    return "error", (f"{type(error).__name__}: {error}", traceback.format_exc())
+
+
+def serve(requests: Connection, replies: Connection) -> None:
+    writer = Writer()
+    failure: tuple[str, Any] | None = None  # of a request that had no reply to carry it
+    while True:
+        try:
+            if not requests.poll(IDLE_S):
+                writer.idle()
+                continue
+            op, args, wants_reply = requests.recv()
+        except EOFError:
+            writer.abandon()
+            return
+        except Exception as error:  # a failed idle flush: report it with the next reply
+            failure = failure or _error(error)
+            continue
+        try:
+            reply: tuple[str, Any] = ("ok", getattr(writer, op)(*args))
+        except Exception as error:
+            reply = _error(error)
+        if not wants_reply:
+            failure = failure or (reply if reply[0] != "ok" else None)
+            continue
+        if failure is not None:
+            reply, failure = failure, None
+        replies.send(reply)
+
+
+def main() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="wdexp tracking process: %(message)s")
+    requests, replies = (Connection(int(fd), readable=r, writable=not r)
+                         for fd, r in zip(sys.argv[1:3], (True, False), strict=True))
+    serve(requests, replies)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,14 +13,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from wdexp.figures import (
-    PairPlot,
-    _pair_artists,
-    _png,
-    _sweep_artists,
-    pair_figures,
-    sweep_figures,
-)
+from wdexp.figures import PairPlot, pair_figures, sweep_figures
+from wdexp.figures.canvas import png
+from wdexp.figures.pair import _pair_artists
+from wdexp.figures.sweep import _sweep_artists
 
 COEFFICIENTS, INIT = np.array([1 / 20, 1.0]), np.array([0.8, 0.6])
 LR, LAMBDA, EPOCHS = 0.01, 0.01, 30
@@ -67,7 +63,7 @@ def pair_row(run: int, diverged: bool = False, **keys: str) -> dict[str, object]
 def assert_pngs(figures: dict[str, bytes] | dict[str, Figure], names: set[str]) -> None:
     assert set(figures) == names
     for figure in figures.values():
-        data = figure if isinstance(figure, bytes) else _png(figure)
+        data = figure if isinstance(figure, bytes) else png(figure)
         assert data[:8] == PNG_SIGNATURE
         image = imread(io.BytesIO(data), format="png")
         assert image.shape[0] >= 300 and image.shape[1] >= 400

@@ -43,7 +43,8 @@ class Quadratic(nn.Module):
 
     .. math:: w_{i,t} = w_{i,0} \, (1 - \eta (2 c_i + \lambda))^t
 
-    and diverges once :math:`|1 - \eta (2 c_i + \lambda)| > 1`.
+    and diverges once :math:`|1 - \eta (2 c_i + \lambda)| > 1`. Its minimiser is 0 with or
+    without decay, so the distance to it is ``weight_norm``, not logged twice.
 
     Args:
         coefficients: ``c_1..c_n`` (n >= 1).
@@ -71,10 +72,6 @@ class Quadratic(nn.Module):
 
     def metrics(self, loss: Tensor) -> dict[str, float]:
         return weight_metrics(loss, self.weight)
-
-    def solution(self, weight_decay: float) -> Tensor:
-        # 2 c_i w_i + λ w_i = 0 has only w = 0 when 2c + λ > 0.
-        return torch.zeros_like(self.weight)
 
     def closed_form(self) -> QuadraticForm:
         coefficients = self.coefficients.double().cpu().numpy()

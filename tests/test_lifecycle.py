@@ -48,6 +48,24 @@ def test_signal_ends_every_run_killed_with_metrics_flushed(tmp_path, store_uri, 
         assert steps == list(range(len(steps)))  # nothing lost, nothing sent twice
 
 
+def test_killed_training_process_leaves_no_run_running(tmp_path, store_uri):
+    # SIGKILL cannot be caught: the tracking process sees its pipe close and ends the runs.
+    proc = popen(f"tracking.uri={store_uri}", "epochs=100000000", tmp_path=tmp_path)
+    try:
+        _wait_for_metrics(store_uri, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while {run.info.status for run in StoreReader(store_uri).runs()} != {"KILLED"}:
+            assert time.monotonic() < deadline, "runs were left RUNNING"
+            time.sleep(0.5)
+    finally:
+        proc.kill()
+    for arm in StoreReader(store_uri).runs("arm"):
+        steps = [step for step, _ in StoreReader(store_uri).history(arm.info.run_id, "loss")]
+        assert steps == list(range(len(steps)))
+
+
 class FailingQuadratic(Quadratic):
     """A user model that breaks mid-run, plugged in through model._target_."""
 

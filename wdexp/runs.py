@@ -6,10 +6,8 @@ and imports in milliseconds on either side.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import numpy as np
 
 RUN_KIND_TAG, ARM_TAG, SWEEP_DIR_TAG = "wdexp.kind", "wdexp.arm", "wdexp.sweep_dir"
 CONFIG_HASH_TAG = "wdexp.config_hash"
@@ -31,18 +29,3 @@ class Step:
     epoch: int
     metrics: dict[str, dict[str, float]]
     diverged: tuple[str, ...] = ()  # arms that diverged at this step (no metrics for them)
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """What the pair figures need beyond the logged metrics: the study's own knowledge.
-
-    ``predicted[arm]`` holds the closed-form ``loss`` and weights at the steps listed under
-    ``"step"`` (models and optimizers with one); ``surface`` maps grids of (w_1, w_2) to the
-    unregularised loss (two-weight models).
-    """
-
-    title: str
-    weight_decay: Mapping[str, float]
-    predicted: Mapping[str, Mapping[str, list[float]]] | None = None
-    surface: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,6 @@ from omegaconf import DictConfig
 from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
 from wdexp.decay import WeightDecay
 from wdexp.optimizers import OptimizerSpec, parse_optimizer
-from wdexp.runs import FigureSpec
 
 BASELINE, DECAY = "baseline", "decay"
 FIGURE_POINTS = 2001
@@ -32,6 +32,21 @@ class Arm:
     decay: WeightDecay
     solution: torch.Tensor | None = None  # where this arm's training should converge, if known
     diverged_at: int | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """What the pair figures need beyond the logged metrics: the study's own knowledge.
+
+    ``predicted[arm]`` holds the closed-form ``loss`` and weights at the steps listed under
+    ``"step"`` (models and optimizers with one); ``surface`` maps grids of (w_1, w_2) to the
+    unregularised loss (two-weight models).
+    """
+
+    title: str
+    weight_decay: Mapping[str, float]
+    predicted: Mapping[str, Mapping[str, list[float]]] | None = None
+    surface: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 @dataclass

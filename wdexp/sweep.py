@@ -59,7 +59,8 @@ class SweepCallback(Callback):
                 "wdexp.overrides": redact(" ".join(task))}
         params = {f"sweep.{key}": values for key, values in swept.items()}
         run_id = writer.call("open_sweep", parse_tracking(config),
-                             RunSpec(f"sweep {name}"[:MAX_NAME], params, tags))
+                             RunSpec(f"sweep {name}"[:MAX_NAME], params, tags),
+                             str(config.hydra.sweep.dir))
         self._open = _OpenSweep(run_id, list(swept), config.get("resume") is True)
         atexit.register(self._close, "FAILED")
         log.info("sweep run %s started: %s", run_id, name)
@@ -70,13 +71,32 @@ class SweepCallback(Callback):
     def _close(self, status: str) -> None:
         if self._open is None:
             return
+        from wdexp.analysis import ARMS  # pandas work happens once, when a sweep ends
+        from wdexp.figures import sweep_figures
+
         sweep, self._open = self._open, None
         if lifecycle.stop_signal is not None:
             status = "KILLED"
-        outcome = tracker.get().call("close_sweep", sweep.run_id, sweep.keys, sweep.resume,
-                                     status)
-        if outcome.deleted:
+        writer = tracker.get()
+        table = writer.call("sweep_table", sweep.run_id, sweep.keys)
+        if table.empty and sweep.resume and status == "FINISHED":
+            # Every job was skipped as already finished: a re-run adds nothing to the store.
+            writer.call("delete_sweep", sweep.run_id)
             log.info("nothing to run: every job of this sweep had already finished")
             return
-        log.info("sweep run %s ended %s: %d pairs, %d not finished", sweep.run_id,
-                 outcome.status, outcome.pairs, outcome.not_finished)
+        failed = int((table["status"] != "FINISHED").sum())
+        if status == "FINISHED" and failed:
+            status = "FAILED"
+        files: dict[str, str | bytes] = {
+            "summary.csv": table.drop(columns=["run_name"]).to_csv(index=False)}
+        if not table.empty:
+            outcome = ("final_test_loss" if "decay.final_test_loss" in table.columns
+                       else "final_loss")
+            files.update({f"figures/{name}": png
+                          for name, png in sweep_figures(table, sweep.keys, outcome).items()})
+        counts = {"pairs": len(table), "failed_pairs": failed,
+                  **{f"{arm}.diverged_pairs": int(table[f"{arm}.diverged"].eq(True).sum())
+                     for arm in ARMS}}
+        writer.call("close_sweep", sweep.run_id, status, files, counts)
+        log.info("sweep run %s ended %s: %d pairs, %d not finished", sweep.run_id, status,
+                 len(table), failed)

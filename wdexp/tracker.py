@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from wdexp.config import ConfigError, TrackingSpec, config_hash, flatten, redact
 from wdexp.lifecycle import Terminated, critical
-from wdexp.runs import ARM_TAG, CONFIG_HASH_TAG, RUN_KIND_TAG, FigureSpec, RunSpec, Step
+from wdexp.runs import ARM_TAG, CONFIG_HASH_TAG, RUN_KIND_TAG, RunSpec, Step
 
 if TYPE_CHECKING:
-    from wdexp.study import Study
+    import pandas as pd
+
+    from wdexp.study import FigureSpec, Study
 
 SEND_EVERY_S = 0.5  # metric batches reach the store at least this often, plus its write time
 SEND_STEPS = 256
+FIGURE_POINTS = 2000  # per arm, evenly spaced, however long the run
 # A finished pair's figures (matplotlib's first import included) take a few seconds at most.
 EXIT_TIMEOUT_S = 60
 
@@ -56,12 +59,15 @@ class Tracker:
         self._requests = Connection(requests_write, readable=False)
         self._replies = Connection(replies_read, writable=False)
         self.owner = os.getpid()
+        self._used = False
 
     def send(self, op: str, *args: Any) -> None:
+        self._used = True
         with critical():
             self._requests.send((op, args, False))
 
     def call(self, op: str, *args: Any) -> Any:
+        self._used = True
         with critical():
             try:
                 self._requests.send((op, args, True))
@@ -81,6 +87,8 @@ class Tracker:
 
     def close(self) -> None:
         """End the tracking process: it finishes what was sent, then sees the pipe close."""
+        if not self._used:  # --help, --cfg, a config error: nothing to finish, no import to await
+            self.process.kill()
         self._requests.close()
         try:
             self.process.wait(timeout=EXIT_TIMEOUT_S)
@@ -131,19 +139,55 @@ def describe(study: Study, config: dict[str, Any],
     return pair, arms
 
 
+class History:
+    """Each arm's records for the figures: every ``stride``-th step (the stride doubles as a run
+    grows, so at most ~:data:`FIGURE_POINTS` are kept) and the last."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[int, dict[str, float]]]] = {}
+        self.last: dict[str, tuple[int, dict[str, float]]] = {}
+        self._stride = 1
+
+    def add(self, step: Step) -> None:
+        for arm, values in step.metrics.items():
+            self.last[arm] = (step.epoch, values)
+            if step.epoch % self._stride:
+                continue
+            rows = self.rows.setdefault(arm, [])
+            rows.append((step.epoch, values))
+            if len(rows) > FIGURE_POINTS:
+                self._stride *= 2
+                self.rows = {a: [r for r in kept if r[0] % self._stride == 0]
+                             for a, kept in self.rows.items()}
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Each arm's kept records and its last, as a DataFrame indexed by step."""
+        import pandas as pd  # not at import time: this module loads before the tracking process
+
+        frames = {}
+        for arm, (epoch, values) in self.last.items():
+            rows = self.rows.get(arm, [])
+            if not rows or rows[-1][0] != epoch:
+                rows = [*rows, (epoch, values)]
+            frames[arm] = pd.DataFrame([v for _, v in rows],
+                                       index=pd.Index([e for e, _ in rows], name="step"))
+        return frames
+
+
 class PairLog:
-    """The training side of an open pair run: steps go to the tracking process in batches."""
+    """The training side of an open pair run: steps go to the tracking process in batches and
+    into a :class:`History` for the figures."""
 
     def __init__(self, tracker: Tracker, pair_id: str, arms: Sequence[str]) -> None:
         self.tracker, self.pair_id, self.arms = tracker, pair_id, arms
-        self.last: dict[str, dict[str, float]] = {}
+        self.history = History()
         self.diverged_at: dict[str, int] = {}
         self._steps: list[Step] = []
         self._last_send = time.monotonic()
 
     def log_step(self, step: Step) -> None:
         self._steps.append(step)
-        self.last.update(step.metrics)
+        self.history.add(step)
         self.diverged_at.update(dict.fromkeys(step.diverged, step.epoch))
         if (len(self._steps) >= SEND_STEPS or step.diverged
                 or time.monotonic() - self._last_send >= SEND_EVERY_S):
@@ -155,11 +199,25 @@ class PairLog:
         if steps:
             self.tracker.send("log", self.pair_id, steps)
 
+    def figures(self, spec: FigureSpec) -> dict[str, bytes]:
+        """``figures/*.png`` of the pair, drawn here while the tracking process writes."""
+        import pandas as pd
+
+        from wdexp.figures import PairPlot, pair_figures
+
+        predicted = None
+        if spec.predicted is not None:
+            predicted = {arm: pd.DataFrame(dict(columns)).set_index("step")
+                         for arm, columns in spec.predicted.items()}
+        plot = PairPlot(spec.title, self.history.frames(), spec.weight_decay, predicted,
+                        spec.surface)
+        return {f"figures/{name}": png for name, png in pair_figures(plot).items()}
+
     def outcome(self) -> str:
         """One line: each arm's final loss and weight norm, or where it diverged."""
         parts = []
         for arm in self.arms:
-            values = self.last.get(arm, {})
+            values = self.history.last.get(arm, (0, {}))[1]
             finals = " ".join(f"{name}={values[name]:.6g}"
                               for name in ("loss", "weight_norm", "test_loss", "test_accuracy")
                               if name in values)
@@ -178,7 +236,8 @@ def pair_run(spec: TrackingSpec, pair: RunSpec, arms: Mapping[str, RunSpec],
              files: Mapping[str, str], figures: FigureSpec | None = None,
              parent_id: str | None = None) -> Iterator[PairLog]:
     """Open the pair run (under a sweep run, if given) and its arm runs; close them all with an
-    honest status: FINISHED (with summary metrics and figures), FAILED or KILLED."""
+    honest status: FINISHED (with summary metrics and figures), FAILED or KILLED. The figures
+    are drawn here while the tracking process writes the last metrics and the summary."""
     tracker = get()
     pair_id, _ = tracker.call("open_pair", spec, pair, dict(arms), dict(files), parent_id)
     log.info("pair run %s started: %s (experiment %s at %s)", pair_id, pair.name,
@@ -187,13 +246,15 @@ def pair_run(spec: TrackingSpec, pair: RunSpec, arms: Mapping[str, RunSpec],
     try:
         yield record
         record.send()
-        tracker.call("close_pair", pair_id, "FINISHED", figures)
+        tracker.send("summarize", pair_id)
+        files = record.figures(figures) if figures is not None else {}
+        tracker.call("close_pair", pair_id, "FINISHED", files)
     except BaseException as error:
         status = _status_for(error)
         log.error("pair run %s ended %s: %s", pair_id, status, error or type(error).__name__)
         with critical():
             record.send()
-            tracker.call("close_pair", pair_id, status, None)
+            tracker.call("close_pair", pair_id, status, {})
         raise
     log.info("pair run %s finished: %s", pair_id, record.outcome())
     if spec.uri.startswith(("http://", "https://")):

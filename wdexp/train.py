@@ -15,9 +15,11 @@ from omegaconf import DictConfig
 
 from wdexp import tracker
 
-# MLflow loads in the tracking process while this one imports torch (see wdexp.tracker).
+# MLflow loads in the tracking process while this one imports torch and matplotlib (for the
+# figures, drawn here at the end of each pair): see wdexp.tracker.
 tracker.prestart()
 
+import wdexp.figures  # noqa: E402, F401
 from wdexp import engine, study  # noqa: E402
 from wdexp.config import config_hash, loggable, to_yaml  # noqa: E402
 from wdexp.lifecycle import job, run_main  # noqa: E402

@@ -22,9 +22,11 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from wdexp import store, tracking
+import pandas as pd
+
+from wdexp import analysis, store, tracking
 from wdexp.config import ConfigError, TrackingSpec
-from wdexp.runs import FigureSpec, RunSpec, Step
+from wdexp.runs import RunSpec, Step
 
 IDLE_S = 0.05  # with nothing to read for this long, write what is buffered
 
@@ -36,7 +38,7 @@ class Writer:
 
     def __init__(self) -> None:
         self.pairs: dict[str, tracking.PairRecorder] = {}
-        self.sweeps: dict[str, store.Store] = {}
+        self.sweeps: dict[str, tuple[store.Store, str]] = {}  # run id -> (store, sweep dir)
 
     def connect(self, spec: TrackingSpec, create: bool = True) -> str:
         return store.connect(spec, create=create).experiment_id
@@ -45,6 +47,9 @@ class Writer:
         return store.find_finished_pair(store.connect(spec), config_hash)
 
     def find_sweep_run(self, spec: TrackingSpec, sweep_dir: str) -> str | None:
+        for run_id, (_, opened_in) in self.sweeps.items():  # opened here: no query needed
+            if opened_in == sweep_dir:
+                return run_id
         return store.find_sweep_run(store.connect(spec), sweep_dir)
 
     def open_pair(self, spec: TrackingSpec, pair: RunSpec, arms: dict[str, RunSpec],
@@ -60,19 +65,36 @@ class Writer:
         if recorder.pending >= 2 * tracking.MAX_METRICS_PER_BATCH:
             recorder.flush()
 
-    def close_pair(self, pair_id: str, status: str, figures: FigureSpec | None) -> None:
-        recorder = self.pairs.pop(pair_id, None)
-        if recorder is not None:  # None: a failed close already ended its runs FAILED
-            tracking.close_pair(recorder, status, figures)
+    def summarize(self, pair_id: str) -> None:
+        recorder = self.pairs[pair_id]
+        recorder.flush()
+        recorder.summarize()
 
-    def open_sweep(self, spec: TrackingSpec, sweep: RunSpec) -> str:
+    def close_pair(self, pair_id: str, status: str, files: dict[str, bytes]) -> None:
+        recorder = self.pairs.pop(pair_id, None)
+        if recorder is None:  # a failed close already ended its runs FAILED
+            return
+        try:
+            recorder.flush()
+        finally:
+            tracking.close_run(recorder.store, recorder.run_ids, status, files)
+
+    def open_sweep(self, spec: TrackingSpec, sweep: RunSpec, sweep_dir: str) -> str:
         run_id = store.create_run(store.connect(spec), sweep)
-        self.sweeps[run_id] = store.connect(spec)
+        self.sweeps[run_id] = (store.connect(spec), sweep_dir)
         return run_id
 
-    def close_sweep(self, run_id: str, keys: list[str], resume: bool,
-                    status: str) -> tracking.SweepOutcome:
-        return tracking.close_sweep(self.sweeps.pop(run_id), run_id, keys, resume, status)
+    def sweep_table(self, run_id: str, keys: list[str]) -> pd.DataFrame:
+        return analysis.pair_table(self.sweeps[run_id][0], run_id, keys)
+
+    def delete_sweep(self, run_id: str) -> None:
+        sweep_store, _ = self.sweeps.pop(run_id)
+        sweep_store.client.delete_run(run_id)
+
+    def close_sweep(self, run_id: str, status: str, files: dict[str, str | bytes],
+                    metrics: dict[str, float]) -> None:
+        sweep_store, _ = self.sweeps.pop(run_id)
+        tracking.close_run(sweep_store, [run_id], status, files, metrics)
 
     def idle(self) -> None:
         for recorder in self.pairs.values():
@@ -82,8 +104,8 @@ class Writer:
     def abandon(self) -> None:
         """The training process is gone without closing its runs."""
         for pair_id in list(self.pairs):
-            self.close_pair(pair_id, "KILLED", None)
-        for run_id, sweep_store in self.sweeps.items():
+            self.close_pair(pair_id, "KILLED", {})
+        for run_id, (sweep_store, _) in self.sweeps.items():
             store.terminate(sweep_store.client, [run_id], "KILLED")
 
 

@@ -126,13 +126,21 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     return model.to(device)
 
 
-def build(cfg: DictConfig, labels: dict[str, str] | None = None) -> Study:
-    """Check the whole config and build both arms; nothing is tracked yet."""
+def build(cfg: DictConfig, labels: dict[str, str] | None = None,
+          checked: Callable[[JobSpec], object] | None = None) -> Study:
+    """Check the whole config and build both arms; nothing is tracked yet.
+
+    ``checked`` is called once every value has passed its checks, before the first torch
+    optimizer is built — which imports torch's compiler stack, seconds of work the caller can
+    overlap with its own (the store's opening).
+    """
     job = parse_job(cfg)
     optimizer = parse_optimizer(cfg.optimizer)
     device = resolve_device(job.device)
     seed_everything(job.seed)
     model = build_model(cfg.model, device)
+    if checked is not None:
+        checked(job)
     labels = {"model": type(model).__name__.lower(),
               "optimizer": optimizer.cls.__name__.lower(), **(labels or {})}
     arms = []

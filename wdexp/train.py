@@ -32,10 +32,11 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
         overrides: Sequence[str] = (), sweep_dir: str | None = None) -> str:
     """One paired comparison; returns the pair run's id. Within a multirun, ``sweep_dir``
     finds the sweep run to nest the pair under."""
-    pair = study.build(cfg, labels)
     writer = tracker.get()
+    # The tracking process opens the store while build() imports torch.optim's compiler stack.
+    pair = study.build(cfg, labels, checked=lambda job: writer.send("connect", job.tracking))
     spec = pair.job.tracking
-    writer.call("connect", spec)
+    writer.call("connect", spec)  # its errors (an unreachable server, …) are raised here
     config = loggable(cfg)
     if pair.job.resume and (done := writer.call("find_finished_pair", spec, config_hash(config))):
         log.info("skipped: this configuration already finished as pair run %s", done)

@@ -37,11 +37,18 @@ class Writer:
     """The requests the training process can make, by name."""
 
     def __init__(self) -> None:
+        self.unusable: dict[TrackingSpec, ConfigError] = {}  # asked twice: fail once
         self.pairs: dict[str, tracking.PairRecorder] = {}
         self.sweeps: dict[str, tuple[store.Store, str]] = {}  # run id -> (store, sweep dir)
 
     def connect(self, spec: TrackingSpec, create: bool = True) -> str:
-        return store.connect(spec, create=create).experiment_id
+        if spec in self.unusable:
+            raise self.unusable[spec]
+        try:
+            return store.connect(spec, create=create).experiment_id
+        except ConfigError as error:
+            self.unusable[spec] = error
+            raise
 
     def find_finished_pair(self, spec: TrackingSpec, config_hash: str) -> str | None:
         return store.find_finished_pair(store.connect(spec), config_hash)

@@ -9,7 +9,7 @@ TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.wdexp-installed
 
-.PHONY: setup run test test-fast lint ui clean
+.PHONY: setup run test test-fast lint ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: setup
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
 		--host 127.0.0.1 --port $(PORT)
+
+## make bench [BENCH_ARGS="--smoke"]: wdexp against its reference scripts, a markdown table
+bench: setup
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,247 @@
+"""make bench: wdexp against the scripts a user would write instead, as whole processes.
+
+Each case runs A (wdexp) and B (its reference) alternately, A B A B ..., after one untimed
+warm-up of each, and times every process with GNU time (wall seconds, max RSS). The table shows
+medians, the ratio A/B and its target. A missed target is a result, not an error: the exit status
+is non-zero only when a command fails.
+Usage: python benchmarks/run.py [--repeat 5] [--only SUBSTRING] [--smoke] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+GNU_TIME = "/usr/bin/time"
+WEIGHT_DECAYS = "0,0.0001,0.0003,0.001,0.003,0.01,0.03,0.1,0.3,1"
+MULTIRUN_ROUNDS = 3  # the multirun case takes minutes per round
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]  # "{tmp}" stands for the process's own fresh temp dir
+    tree: bool = False  # also sample the memory of its whole process tree (costs some CPU)
+
+    def label(self) -> str:
+        return " ".join(a.replace(f"{HERE}/", "benchmarks/") for a in self.argv[1:]
+                        if "{tmp}" not in a)
+
+
+# Every tracked process gets a fresh sqlite store in its own temp dir, so each run pays store
+# creation (the schema migrations) as a first-time user's does; wdexp and the tutorial alike.
+def wdexp(*args: str, tree: bool = False) -> Command:
+    return Command((PY, "-m", "wdexp.train", *args, "tracking.uri=sqlite:///{tmp}/mlflow.db",
+                    "hydra.run.dir={tmp}/run", "hydra.sweep.dir={tmp}/sweep"), tree)
+
+
+def tutorial(*args: str, tree: bool = False) -> Command:
+    return Command((PY, str(HERE / "tutorial" / "train.py"), *args,
+                    "tracking_uri=sqlite:///{tmp}/mlflow.db", "hydra.run.dir={tmp}/run",
+                    "hydra.sweep.dir={tmp}/sweep"), tree)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    a: Command
+    b: Command | None  # None: A reports both sides itself (the ingestion probe)
+    target: float
+    measure: str = "wall"  # wall | rss | tree | ingest
+    rounds: int | None = None  # a cap on --repeat
+    higher_is_better: bool = False
+
+
+def cases(smoke: bool) -> list[Case]:
+    seed, long, sweep, steps = (3, 30, 5, 333) if smoke else (30, 3000, 1000, 10_000)
+    decays = "0,0.01" if smoke else WEIGHT_DECAYS
+    n = len(decays.split(","))
+    return [
+        Case(f"seed run ({seed} epochs) / bare loop", wdexp(f"epochs={seed}"),
+             Command((PY, str(HERE / "notebook.py"), str(seed))), 1.5),
+        Case(f"{long}-epoch pair, every epoch logged / tutorial", wdexp(f"epochs={long}"),
+             tutorial(f"epochs={long}"), 0.35),
+        Case(f"{n} values x {sweep} epochs multirun / tutorial multirun",
+             wdexp("-m", f"epochs={sweep}", f"optimizer.weight_decay={decays}"),
+             tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.3,
+             rounds=MULTIRUN_ROUNDS),
+        # In-process repetitions, alternated inside the probe: one process is all it takes.
+        Case(f"metric ingestion ({6 * steps} points) / log_batch direct",
+             Command((PY, str(HERE / "ingest.py"), "--keys", "6", "--steps", str(steps),
+                      "--repeat", "1" if smoke else "3")),
+             None, 1.0, measure="ingest", rounds=1, higher_is_better=True),
+        # GNU time's max RSS is that of the largest single process, not of the process tree:
+        # wdexp's tracking process beside the job is not added in. The second row is the
+        # whole tree's peak proportional set size (shared pages counted once), sampled.
+        Case("peak memory (largest process), seed run / tutorial", wdexp(f"epochs={seed}",
+             tree=True), tutorial(f"epochs={seed}", tree=True), 1.0, measure="rss"),
+        Case("peak memory (process tree, PSS), seed run / tutorial", wdexp(f"epochs={seed}",
+             tree=True), tutorial(f"epochs={seed}", tree=True), 1.0, measure="tree"),
+    ]
+
+
+@dataclass(frozen=True)
+class Sample:
+    wall: float
+    rss_mb: float
+    stdout: str
+    tree_mb: float = 0.0
+
+
+def tree_peak_mb(process: subprocess.Popen[bytes]) -> float:
+    """The peak summed PSS of ``process``'s descendants (GNU time's child and its own), polled
+    every 20 ms until it exits."""
+    peak = 0
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        total = 0
+        try:
+            for child in root.children(recursive=True):
+                total += child.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass  # a process ended between listing and reading: the next poll counts again
+        peak = max(peak, total)
+        time.sleep(0.02)
+    return peak / 2**20
+
+
+class CommandFailed(Exception):
+    pass
+
+
+def sample(command: Command) -> Sample:
+    with tempfile.TemporaryDirectory(prefix="wdexp-bench-") as tmp:
+        argv = [a.replace("{tmp}", tmp) for a in command.argv]
+        timing, out, err = (Path(tmp) / name for name in ("time.txt", "out.txt", "err.txt"))
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            proc = subprocess.Popen([GNU_TIME, "-f", "%e %M", "-o", str(timing), *argv],
+                                    cwd=tmp, stdout=stdout, stderr=stderr)
+            tree_mb = tree_peak_mb(proc) if command.tree else 0.0
+            returncode = proc.wait()
+        if returncode != 0:
+            tail = "\n".join(err.read_text().splitlines()[-25:])
+            raise CommandFailed(f"exit {returncode}: {' '.join(argv)}\n{tail}")
+        wall, rss_kb = timing.read_text().split()[-2:]
+        result = Sample(float(wall), int(rss_kb) / 1024, out.read_text(), tree_mb)
+    tree = f" (tree {result.tree_mb:.0f} MB)" if command.tree else ""
+    print(f"  {result.wall:7.2f} s {result.rss_mb:5.0f} MB{tree}  {command.label()}",
+          file=sys.stderr)
+    return result
+
+
+# Samples by command: a command two cases share (the wdexp seed run) is measured once.
+samples: dict[Command, list[Sample]] = {}
+
+
+def measure(case: Case, rounds: int) -> None:
+    for i in range(rounds):
+        for command in (case.a, case.b):
+            if command is not None and len(taken := samples.setdefault(command, [])) <= i:
+                taken.append(sample(command))
+
+
+def medians(taken: list[Sample]) -> tuple[float, float]:
+    return statistics.median(s.wall for s in taken), statistics.median(s.rss_mb for s in taken)
+
+
+def row(case: Case, smoke: bool) -> list[str]:
+    if case.measure == "ingest":
+        result = json.loads(samples[case.a][0].stdout.splitlines()[-1])
+        a, b = result["wdexp_points_per_s"], result["direct_points_per_s"]
+        cells, ratio = (f"{a} pts/s", f"{b} pts/s"), a / b
+    else:
+        (wall, rss), (b_wall, b_rss) = (medians(samples[c]) for c in (case.a, case.b))
+        if case.measure == "rss":
+            cells, ratio = (f"{rss:.0f} MB", f"{b_rss:.0f} MB"), rss / b_rss
+        elif case.measure == "tree":
+            tree, b_tree = (statistics.median(s.tree_mb for s in samples[c])
+                            for c in (case.a, case.b))
+            cells, ratio = (f"{tree:.0f} MB", f"{b_tree:.0f} MB"), tree / b_tree
+        else:
+            cells = f"{wall:.2f} s, {rss:.0f} MB", f"{b_wall:.2f} s, {b_rss:.0f} MB"
+            ratio = wall / b_wall
+    met = ratio >= case.target if case.higher_is_better else ratio <= case.target
+    status = "smoke" if smoke else "PASS" if met else "MISS"
+    target = f"{'≥' if case.higher_is_better else '≤'} {case.target}"
+    return [case.name, *cells, f"{ratio:.2f}", target, status]
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    meminfo = Path("/proc/meminfo").read_text().split()
+    ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20
+    # Other work on the machine skews every timing: the load at the start says how much.
+    return (f"machine: {cpu}, {os.cpu_count()} cores, {ram_gib:.1f} GiB RAM, "
+            f"load {os.getloadavg()[0]:.1f} at start; "
+            f"Python {platform.python_version()}, torch {version('torch')}, "
+            f"mlflow {version('mlflow')}, hydra-core {version('hydra-core')}")
+
+
+def table(rows: list[list[str]]) -> str:
+    header = ["benchmark", "A: wdexp", "B: reference", "A/B", "target", "status"]
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="alternating rounds per case")
+    parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 round, no warm-up, tiny sizes; targets not judged")
+    parser.add_argument("--output", type=Path, help="also write the table here (markdown)")
+    args = parser.parse_args()
+    chosen = [(case, small) for case, small in zip(cases(args.smoke), cases(True), strict=True)
+              if not args.only or args.only.lower() in case.name.lower()]
+    if not chosen:
+        parser.error(f"no benchmark matches --only {args.only!r}")
+    started, host = time.monotonic(), machine()
+    try:
+        if args.smoke:
+            # Nothing is judged in a smoke run, so its commands run side by side, one per core.
+            commands = list(dict.fromkeys(c for case, _ in chosen for c in (case.a, case.b) if c))
+            with ThreadPoolExecutor(os.cpu_count()) as pool:
+                for command, result in zip(commands, pool.map(sample, commands), strict=True):
+                    samples[command] = [result]
+        else:
+            # The warm-up is only there to fill the page cache (torch, mlflow, conf/): the same
+            # files are read at any size, so it runs each command at its smoke size.
+            warm = dict.fromkeys(c for _, small in chosen for c in (small.a, small.b)
+                                 if c and small.measure != "ingest")
+            for command in warm:
+                sample(command)
+            for case, _ in chosen:
+                print(f"{case.name}:", file=sys.stderr)
+                measure(case, min(args.repeat, case.rounds or args.repeat))
+    except CommandFailed as error:
+        print(f"bench: a command failed, {error}", file=sys.stderr)
+        return 1
+    multirun_rounds = min(args.repeat, MULTIRUN_ROUNDS)
+    rounds = "1 (smoke)" if args.smoke else f"{args.repeat} (multirun {multirun_rounds})"
+    report = "\n".join([host, f"rounds: {rounds}; medians; a fresh sqlite store per process",
+                        "", table([row(case, args.smoke) for case, _ in chosen])])
+    print(report)
+    print(f"bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    if args.output:
+        args.output.write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

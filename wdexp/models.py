@@ -144,7 +144,8 @@ class Ridge(nn.Module):
     def solution(self, weight_decay: float) -> Tensor:
         x, y = self._design().double(), self.y.double()
         n, p = x.shape
-        w = torch.linalg.solve(x.T @ x / n + weight_decay / 2 * torch.eye(p, dtype=x.dtype),
+        eye = torch.eye(p, dtype=x.dtype, device=x.device)
+        w = torch.linalg.solve(x.T @ x / n + weight_decay / 2 * eye,
                                x.T @ y / n)
         return w.to(self.weight.dtype)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,11 +103,14 @@ def job(*, multirun: bool) -> Iterator[None]:
 def run_main(main: Callable[[], object]) -> None:
     """The process entry: SIGTERM and Ctrl-C exit 143 and 130 (128 + signal) with one line.
 
-    Once every atexit handler has run and the streams are flushed, the process ends with
-    ``os._exit``: tearing down torch's module graph object by object takes seconds and
-    releases nothing the operating system would not.
+    When nothing else runs (no launcher threads or worker processes, which the interpreter's
+    own shutdown stops in order), the process ends with ``os._exit`` once every atexit handler
+    has run and the streams are flushed: tearing down torch's module graph object by object
+    takes seconds and releases nothing the operating system would not.
     """
     code = _exit_code(main)
+    if threading.active_count() > 1 or multiprocessing.active_children():
+        sys.exit(code)
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

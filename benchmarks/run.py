@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,22 +31,27 @@ PY = sys.executable
 GNU_TIME = "/usr/bin/time"
 WEIGHT_DECAYS = "0,0.0001,0.0003,0.001,0.003,0.01,0.03,0.1,0.3,1"
 MULTIRUN_ROUNDS = 3  # the multirun case takes minutes per round
+KEPT = Path(tempfile.mkdtemp(prefix="wdexp-bench-kept-"))
 
 
 @dataclass(frozen=True)
 class Command:
-    argv: tuple[str, ...]  # "{tmp}" stands for the process's own fresh temp dir
+    # "{tmp}" stands for the process's own fresh temp dir, "{kept}" for one dir the whole bench
+    # shares (a store the first run creates and later runs reuse, as ./mlflow.db is used).
+    argv: tuple[str, ...]
     tree: bool = False  # also sample the memory of its whole process tree (costs some CPU)
 
     def label(self) -> str:
         return " ".join(a.replace(f"{HERE}/", "benchmarks/") for a in self.argv[1:]
-                        if "{tmp}" not in a)
+                        if "{tmp}" not in a and "{kept}" not in a)
 
 
-# Every tracked process gets a fresh sqlite store in its own temp dir, so each run pays store
+# A tracked process gets a fresh sqlite store in its own temp dir, so each run pays store
 # creation (the schema migrations) as a first-time user's does; wdexp and the tutorial alike.
-def wdexp(*args: str, tree: bool = False) -> Command:
-    return Command((PY, "-m", "wdexp.train", *args, "tracking.uri=sqlite:///{tmp}/mlflow.db",
+# ``kept=True``: the store that exists after a first run, as the default ./mlflow.db does.
+def wdexp(*args: str, tree: bool = False, kept: bool = False) -> Command:
+    store = "{kept}" if kept else "{tmp}"
+    return Command((PY, "-m", "wdexp.train", *args, f"tracking.uri=sqlite:///{store}/mlflow.db",
                     "hydra.run.dir={tmp}/run", "hydra.sweep.dir={tmp}/sweep"), tree)
 
 
@@ -53,6 +59,10 @@ def tutorial(*args: str, tree: bool = False) -> Command:
     return Command((PY, str(HERE / "tutorial" / "train.py"), *args,
                     "tracking_uri=sqlite:///{tmp}/mlflow.db", "hydra.run.dir={tmp}/run",
                     "hydra.sweep.dir={tmp}/sweep"), tree)
+
+
+def notebook(epochs: int) -> Command:
+    return Command((PY, str(HERE / "notebook.py"), str(epochs)))
 
 
 @dataclass(frozen=True)
@@ -71,8 +81,10 @@ def cases(smoke: bool) -> list[Case]:
     decays = "0,0.01" if smoke else WEIGHT_DECAYS
     n = len(decays.split(","))
     return [
-        Case(f"seed run ({seed} epochs) / bare loop", wdexp(f"epochs={seed}"),
-             Command((PY, str(HERE / "notebook.py"), str(seed))), 1.5),
+        Case(f"seed run ({seed} epochs), existing store / bare loop",
+             wdexp(f"epochs={seed}", kept=True), notebook(seed), 1.5),
+        Case(f"seed run ({seed} epochs), new store / bare loop", wdexp(f"epochs={seed}"),
+             notebook(seed), 1.5),
         Case(f"{long}-epoch pair, every epoch logged / tutorial", wdexp(f"epochs={long}"),
              tutorial(f"epochs={long}"), 0.35),
         Case(f"{n} values x {sweep} epochs multirun / tutorial multirun",
@@ -125,7 +137,7 @@ class CommandFailed(Exception):
 
 def sample(command: Command) -> Sample:
     with tempfile.TemporaryDirectory(prefix="wdexp-bench-") as tmp:
-        argv = [a.replace("{tmp}", tmp) for a in command.argv]
+        argv = [a.replace("{tmp}", tmp).replace("{kept}", str(KEPT)) for a in command.argv]
         timing, out, err = (Path(tmp) / name for name in ("time.txt", "out.txt", "err.txt"))
         with out.open("wb") as stdout, err.open("wb") as stderr:
             proc = subprocess.Popen([GNU_TIME, "-f", "%e %M", "-o", str(timing), *argv],
@@ -232,6 +244,8 @@ def main() -> int:
     except CommandFailed as error:
         print(f"bench: a command failed, {error}", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(KEPT, ignore_errors=True)
     multirun_rounds = min(args.repeat, MULTIRUN_ROUNDS)
     rounds = "1 (smoke)" if args.smoke else f"{args.repeat} (multirun {multirun_rounds})"
     report = "\n".join([host, f"rounds: {rounds}; medians; a fresh sqlite store per process",

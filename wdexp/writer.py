@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -28,7 +29,8 @@ from wdexp import analysis, store, tracking
 from wdexp.config import ConfigError, TrackingSpec
 from wdexp.runs import RunSpec, Step
 
-IDLE_S = 0.05  # with nothing to read for this long, write what is buffered
+IDLE_S = 0.05  # with nothing to read for this long, write what is buffered …
+LIVE_S = 1.0  # … in full batches, or all of it once its oldest value waited this long
 
 log = logging.getLogger("wdexp.writer")
 
@@ -70,7 +72,7 @@ class Writer:
         for step in steps:
             recorder.log_step(step)
         if recorder.pending >= 2 * tracking.MAX_METRICS_PER_BATCH:
-            recorder.flush()
+            recorder.flush(full_batches_only=True)
 
     def summarize(self, pair_id: str) -> None:
         recorder = self.pairs[pair_id]
@@ -105,8 +107,8 @@ class Writer:
 
     def idle(self) -> None:
         for recorder in self.pairs.values():
-            if recorder.pending:
-                recorder.flush()
+            if recorder.oldest is not None:
+                recorder.flush(full_batches_only=time.monotonic() - recorder.oldest < LIVE_S)
 
     def abandon(self) -> None:
         """The training process is gone without closing its runs."""

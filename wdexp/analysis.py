@@ -14,11 +14,11 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from wdexp.config import ROOT, TrackingSpec
-from wdexp.runs import ARM_TAG, RUN_KIND_TAG
+from wdexp.runs import ARM_TAG, RUN_KIND_TAG, SUMMARY_METRICS
 from wdexp.store import Store, connect, search_all
 
 ARMS = ("baseline", "decay")
-PAIR_METRICS = ("final_loss", "final_weight_norm", "final_test_loss", "final_test_accuracy")
+PAIR_METRICS = tuple(f"final_{name}" for name in SUMMARY_METRICS)
 SEED = "seed"
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 RUN_KIND_TAG, ARM_TAG, SWEEP_DIR_TAG = "wdexp.kind", "wdexp.arm", "wdexp.sweep_dir"
 CONFIG_HASH_TAG = "wdexp.config_hash"
+# An arm's final values of these, where its model reports them, summarise a pair.
+SUMMARY_METRICS = ("loss", "weight_norm", "test_loss", "test_accuracy")
 
 
 @dataclass(frozen=True)

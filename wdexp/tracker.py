@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from wdexp.config import ConfigError, TrackingSpec, config_hash, flatten, redact
 from wdexp.lifecycle import Terminated, critical
-from wdexp.runs import ARM_TAG, CONFIG_HASH_TAG, RUN_KIND_TAG, RunSpec, Step
+from wdexp.runs import ARM_TAG, CONFIG_HASH_TAG, RUN_KIND_TAG, SUMMARY_METRICS, RunSpec, Step
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -219,8 +219,7 @@ class PairLog:
         for arm in self.arms:
             values = self.history.last.get(arm, (0, {}))[1]
             finals = " ".join(f"{name}={values[name]:.6g}"
-                              for name in ("loss", "weight_norm", "test_loss", "test_accuracy")
-                              if name in values)
+                              for name in SUMMARY_METRICS if name in values)
             if arm in self.diverged_at:
                 finals += f" (diverged at step {self.diverged_at[arm]})"
             parts.append(f"{arm}: {finals}")

@@ -20,12 +20,10 @@ from pathlib import Path
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 
-from wdexp.runs import RunSpec, Step
+from wdexp.runs import SUMMARY_METRICS, RunSpec, Step
 from wdexp.store import Store, create_run, terminate
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
-# Logged on the pair run as <arm>.final_<name>, for those a model reports.
-SUMMARY_METRICS = ("loss", "weight_norm", "test_loss", "test_accuracy")
 
 
 @functools.cache
@@ -35,8 +33,7 @@ def _source_tags() -> dict[str, str]:
     return resolve_tags({})
 
 
-def log_files(store: Store, run_id: str, files: Mapping[str, str | bytes],
-               folder: str | None = None) -> None:
+def log_files(store: Store, run_id: str, files: Mapping[str, str | bytes]) -> None:
     """Every file in one artifact upload instead of one per file."""
     if not files:
         return
@@ -48,7 +45,7 @@ def log_files(store: Store, run_id: str, files: Mapping[str, str | bytes],
                 path.write_bytes(content)
             else:
                 path.write_text(content)
-        store.client.log_artifacts(run_id, tmp, folder)
+        store.client.log_artifacts(run_id, tmp)
 
 
 class PairRecorder:
@@ -100,7 +97,7 @@ class PairRecorder:
             self.oldest = time.monotonic()
 
     def summarize(self) -> None:
-        """Final values and a 0/1 ``<arm>.diverged`` of each arm on the pair run; a diverged tag
+        """``<arm>.final_<name>`` and a 0/1 ``<arm>.diverged`` on the pair run; a diverged tag
         on every arm."""
         timestamp = int(time.time() * 1000)
         summary = [Metric(f"{arm}.final_{name}", values[name], timestamp, 0)

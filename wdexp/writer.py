@@ -89,8 +89,9 @@ class Writer:
             tracking.close_run(recorder.store, recorder.run_ids, status, files)
 
     def open_sweep(self, spec: TrackingSpec, sweep: RunSpec, sweep_dir: str) -> str:
-        run_id = store.create_run(store.connect(spec), sweep)
-        self.sweeps[run_id] = (store.connect(spec), sweep_dir)
+        sweep_store = store.connect(spec)
+        run_id = store.create_run(sweep_store, sweep)
+        self.sweeps[run_id] = (sweep_store, sweep_dir)
         return run_id
 
     def sweep_table(self, run_id: str, keys: list[str]) -> pd.DataFrame:

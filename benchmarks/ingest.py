@@ -50,25 +50,26 @@ def ingest_direct(tmp_dir: Path, keys: list[str], steps: int) -> float:
 
 def ingest_wdexp(tmp_dir: Path, keys: list[str], steps: int) -> float:
     # The one place that knows wdexp's logging path, which may change: a pair run opened in the
-    # tracking process (wdexp.tracker / wdexp.writer), fed one Step per epoch as the training
-    # loop does, and closed, which waits until every point is in the store. One arm, so its
-    # points land in one run like the direct path's.
-    from wdexp import tracker
+    # tracking process (wdexp.tracking), fed one Step per epoch as the training loop does, and
+    # closed, which waits until every point is in the store. One arm, so its points land in one
+    # run like the direct path's.
     from wdexp.config import TrackingSpec
-    from wdexp.runs import RunSpec, Step
+    from wdexp.tracking import client
+    from wdexp.tracking.pair import PairLog
+    from wdexp.tracking.records import RunSpec, Step
 
     spec = TrackingSpec(f"sqlite:///{tmp_dir}/mlflow.db", "ingest", str(tmp_dir / "art"))
-    writer = tracker.get()  # one tracking process for every repetition, as in a multirun
-    writer.call("connect", spec)
-    pair_id, _ = writer.call("open_pair", spec, RunSpec("pair", {}), {"arm": RunSpec("arm", {})},
-                             {}, None)
+    tracker = client.get()  # one tracking process for every repetition, as in a multirun
+    tracker.connect(spec)
+    pair_id, arm_ids = tracker.open_pair(spec, RunSpec("pair", {}), {"arm": RunSpec("arm", {})},
+                                         {}, None)
     points = values(keys, steps)
     start = time.perf_counter()
-    record = tracker.PairLog(writer, pair_id, ["arm"])
+    record = PairLog(tracker, pair_id, arm_ids)
     for step, row in enumerate(points):
         record.log_step(Step(step, {"arm": row}))
     record.send()
-    writer.call("close_pair", pair_id, "FINISHED", {})
+    tracker.close_pair(spec, pair_id, list(arm_ids.values()), "FINISHED")
     return time.perf_counter() - start
 
 

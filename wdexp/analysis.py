@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from wdexp.config import ROOT, TrackingSpec
-from wdexp.runs import ARM_TAG, RUN_KIND_TAG, SUMMARY_METRICS
-from wdexp.store import Store, connect, search_all
+from wdexp.tracking.records import ARM_TAG, DIVERGED_TAG, RUN_KIND_TAG, SUMMARY_METRICS
+from wdexp.tracking.store import Store, connect, quoted, search_all
 
 ARMS = ("baseline", "decay")
 PAIR_METRICS = tuple(f"final_{name}" for name in SUMMARY_METRICS)
@@ -25,13 +25,13 @@ SEED = "seed"
 def open_store(uri: str = f"sqlite:///{ROOT}/mlflow.db",
                experiment: str = "weight-decay") -> Store:
     """An existing store and experiment (the defaults are ``conf/tracking/default.yaml``'s)."""
-    return connect(TrackingSpec(uri, experiment, None), create=False)
+    return connect(TrackingSpec(uri, experiment), create=False)
 
 
 def _query(kind: str, parent_id: str | None) -> str:
-    query = f"tags.`{RUN_KIND_TAG}` = '{kind}'"
+    query = f"tags.`{RUN_KIND_TAG}` = {quoted(kind)}"
     if parent_id is not None:
-        query += f" and tags.`mlflow.parentRunId` = '{parent_id}'"
+        query += f" and tags.`mlflow.parentRunId` = {quoted(parent_id)}"
     return query
 
 
@@ -79,7 +79,7 @@ def arm_table(store: Store, sweep: str | None = None) -> pd.DataFrame:
             continue
         rows.append({"run_id": run.info.run_id, "pair_id": tags.get("mlflow.parentRunId"),
                      "arm": tags.get(ARM_TAG), "status": run.info.status,
-                     "diverged": tags.get("wdexp.diverged") == "true",
+                     "diverged": tags.get(DIVERGED_TAG) == "true",
                      **{key: _number(value) for key, value in run.data.params.items()
                         if key != "arm"},
                      **run.data.metrics})

@@ -113,7 +113,8 @@ def instantiable(group: str, cfg: DictConfig, base: type, base_name: str, *,
 class TrackingSpec:
     uri: str
     experiment: str
-    artifact_location: str | None
+    artifact_location: str | None = None
+    timeout_s: float = 60.0  # a store that answers nothing this long fails the job
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     if artifact_location is not None and not isinstance(artifact_location, str):
         raise ConfigError("tracking.artifact_location", "must be a path, a URI or null",
                           artifact_location)
-    return TrackingSpec(uri, experiment, artifact_location)
+    timeout_s = finite_number("tracking.timeout_s", tracking.get("timeout_s", 60.0), minimum=1)
+    return TrackingSpec(uri, experiment, artifact_location, timeout_s)
 
 
 def parse_job(cfg: DictConfig) -> JobSpec:

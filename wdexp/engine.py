@@ -22,8 +22,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from wdexp.runs import Step
 from wdexp.study import Arm
+from wdexp.tracking.records import Step
 
 
 def _gradient_metrics(arm: Arm) -> dict[str, float]:

@@ -26,6 +26,11 @@ stop_signal: int | None = None
 """The signal that is stopping this process, once one arrived (read by the sweep's cleanup)."""
 
 
+class JobFailed(RuntimeError):
+    """A failure whose message is the whole story (a store that refused a write, a tracking
+    process that died): reported as one line, without a traceback."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so ``except Exception`` in
     library code cannot swallow it."""
@@ -87,17 +92,18 @@ def signals_as_exceptions() -> Iterator[None]:
 @contextmanager
 def job(*, multirun: bool) -> Iterator[None]:
     """Around one job. A ConfigError prints ``wdexp: <key> <requirement> (got <value>)`` and
-    exits 2, no traceback; inside a multirun it is logged and re-raised instead, so the launcher
-    records this job as failed and goes on with the others."""
+    exits 2, a JobFailed ``wdexp: <message>`` and exits 1, no traceback; inside a multirun they
+    are logged and re-raised instead, so the launcher records this job as failed and goes on
+    with the others."""
     with signals_as_exceptions():
         try:
             yield
-        except ConfigError as error:
+        except (ConfigError, JobFailed) as error:
             if multirun:
                 log.error("wdexp: %s", error)
                 raise
             print(f"wdexp: {error}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(2 if isinstance(error, ConfigError) else 1)
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-from wdexp.runs import Step
+from wdexp.tracking.records import Step
 
 
 def progress(steps: Iterator[Step], epochs: int, name: str) -> Iterator[Step]:

@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from wdexp.analysis import SEED, over_seeds, pair_table
 from wdexp.config import ConfigError, parse_tracking
 from wdexp.lifecycle import job, run_main
-from wdexp.runs import RUN_KIND_TAG
-from wdexp.store import Store, connect, search_all
+from wdexp.tracking.records import RUN_KIND_TAG
+from wdexp.tracking.store import Store, connect, search_all
 
 # Config keys shown for every pair, under short column names.
 COLUMNS = {"model": "model", "optimizer": "optimizer", "optimizer.decay_mode": "decay_mode",

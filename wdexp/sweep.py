@@ -8,12 +8,13 @@ whatever process or machine a launcher puts it, finds its parent by that tag. Wh
 ends it logs ``summary.csv`` (one row per pair) and the sweep figures — drawn once, not per job —
 and ends the sweep run FINISHED if every job finished, FAILED otherwise (KILLED on a signal).
 Hydra skips ``on_multirun_end`` when a job failed, so the same close also runs at exit. The
-store work itself happens in the tracking process (:mod:`wdexp.tracker`).
+store work itself happens in the tracking process (:mod:`wdexp.tracking`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from wdexp import lifecycle, tracker
-from wdexp.config import parse_tracking, redact
-from wdexp.runs import RUN_KIND_TAG, SWEEP_DIR_TAG, RunSpec
+from wdexp import lifecycle
+from wdexp.config import TrackingSpec, parse_tracking, redact
+from wdexp.tracking import client
+from wdexp.tracking.records import OVERRIDES_TAG, RUN_KIND_TAG, RunSpec
 
 log = logging.getLogger("wdexp")
 MAX_NAME = 250
@@ -39,6 +41,7 @@ def swept_overrides(task_overrides: list[str]) -> dict[str, str]:
 
 @dataclass
 class _OpenSweep:
+    spec: TrackingSpec
     run_id: str
     keys: list[str]
     resume: bool
@@ -49,19 +52,18 @@ class SweepCallback(Callback):
         self._open: _OpenSweep | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        writer = tracker.get()
+        tracker = client.get()
+        spec = parse_tracking(config)
         task = [str(o) for o in config.hydra.overrides.task]
         # Swept keys come from the command line and from hydra.sweeper.params (experiments).
         params = config.hydra.sweeper.get("params") or {}
         swept = {**{str(k): str(v) for k, v in params.items()}, **swept_overrides(task)}
         name = " ".join(f"{k}={v}" for k, v in swept.items()) or "sweep"
-        tags = {RUN_KIND_TAG: "sweep", SWEEP_DIR_TAG: str(config.hydra.sweep.dir),
-                "wdexp.overrides": redact(" ".join(task))}
+        tags = {RUN_KIND_TAG: "sweep", OVERRIDES_TAG: redact(" ".join(task))}
         params = {f"sweep.{key}": values for key, values in swept.items()}
-        run_id = writer.call("open_sweep", parse_tracking(config),
-                             RunSpec(f"sweep {name}"[:MAX_NAME], params, tags),
-                             str(config.hydra.sweep.dir))
-        self._open = _OpenSweep(run_id, list(swept), config.get("resume") is True)
+        run_id = tracker.open_sweep(spec, RunSpec(f"sweep {name}"[:MAX_NAME], params, tags),
+                                    str(config.hydra.sweep.dir))
+        self._open = _OpenSweep(spec, run_id, list(swept), config.get("resume") is True)
         atexit.register(self._close, "FAILED")
         log.info("sweep run %s started: %s", run_id, name)
 
@@ -77,11 +79,18 @@ class SweepCallback(Callback):
         sweep, self._open = self._open, None
         if lifecycle.stop_signal is not None:
             status = "KILLED"
-        writer = tracker.get()
-        table = writer.call("sweep_table", sweep.run_id, sweep.keys)
+        tracker = client.get()
+        try:
+            table = tracker.sweep_table(sweep.spec, sweep.run_id, sweep.keys)
+        except client.TrackingFailed as error:
+            log.error("wdexp: sweep run %s: %s", sweep.run_id, error)
+            with contextlib.suppress(client.TrackingFailed):
+                tracker.close_sweep(sweep.spec, sweep.run_id,
+                                    "KILLED" if status == "KILLED" else "FAILED", {}, {})
+            return
         if table.empty and sweep.resume and status == "FINISHED":
             # Every job was skipped as already finished: a re-run adds nothing to the store.
-            writer.call("delete_sweep", sweep.run_id)
+            tracker.delete_sweep(sweep.spec, sweep.run_id)
             log.info("nothing to run: every job of this sweep had already finished")
             return
         failed = int((table["status"] != "FINISHED").sum())
@@ -97,6 +106,6 @@ class SweepCallback(Callback):
         counts = {"pairs": len(table), "failed_pairs": failed,
                   **{f"{arm}.diverged_pairs": int(table[f"{arm}.diverged"].eq(True).sum())
                      for arm in ARMS}}
-        writer.call("close_sweep", sweep.run_id, status, files, counts)
+        tracker.close_sweep(sweep.spec, sweep.run_id, status, files, counts)
         log.info("sweep run %s ended %s: %d pairs, %d not finished", sweep.run_id, status,
                  len(table), failed)

@@ -5,6 +5,14 @@ Build both arms from the config, train them in lockstep, record every step in ML
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # MLflow loads in the tracking process while this one imports torch and matplotlib (for the
+    # figures, drawn here at the end of each pair); importing this module elsewhere starts
+    # nothing. See wdexp.tracking.client.
+    from wdexp.tracking import client as _client
+
+    _client.prestart()
+
 import logging
 from collections.abc import Sequence
 
@@ -13,17 +21,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from wdexp import tracker
-
-# MLflow loads in the tracking process while this one imports torch and matplotlib (for the
-# figures, drawn here at the end of each pair): see wdexp.tracker.
-tracker.prestart()
-
-import wdexp.figures  # noqa: E402, F401
-from wdexp import engine, study  # noqa: E402
-from wdexp.config import config_hash, loggable, to_yaml  # noqa: E402
-from wdexp.lifecycle import job, run_main  # noqa: E402
-from wdexp.progress import progress  # noqa: E402
+import wdexp.figures  # noqa: F401
+from wdexp import engine, study
+from wdexp.config import config_hash, loggable, to_yaml
+from wdexp.lifecycle import job, run_main
+from wdexp.progress import progress
+from wdexp.tracking import client, pair
 
 log = logging.getLogger("wdexp")
 
@@ -32,23 +35,23 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
         overrides: Sequence[str] = (), sweep_dir: str | None = None) -> str:
     """One paired comparison; returns the pair run's id. Within a multirun, ``sweep_dir``
     finds the sweep run to nest the pair under."""
-    writer = tracker.get()
+    tracker = client.get()
     # The tracking process opens the store while build() imports torch.optim's compiler stack.
-    pair = study.build(cfg, labels, checked=lambda job: writer.send("connect", job.tracking))
-    spec = pair.job.tracking
-    writer.call("connect", spec)  # its errors (an unreachable server, …) are raised here
+    arms = study.build(cfg, labels, checked=lambda job: tracker.start_connect(job.tracking))
+    spec = arms.job.tracking
+    tracker.connect(spec)  # its errors (an unreachable server, …) are raised here
     config = loggable(cfg)
-    if pair.job.resume and (done := writer.call("find_finished_pair", spec, config_hash(config))):
+    if arms.job.resume and (done := tracker.find_finished_pair(spec, config_hash(config))):
         log.info("skipped: this configuration already finished as pair run %s", done)
         return done
-    sweep_id = writer.call("find_sweep_run", spec, sweep_dir) if sweep_dir else None
+    sweep_id = tracker.find_sweep_run(spec, sweep_dir) if sweep_dir else None
     if sweep_dir and sweep_id is None:
         log.warning("no sweep run found for %s; the pair run will not be nested", sweep_dir)
-    with tracker.pair_run(spec, *tracker.describe(pair, config, overrides),
-                          files={"config.yaml": to_yaml(config), **pair.artifacts()},
-                          figures=pair.figure_spec(), parent_id=sweep_id) as record:
-        steps = engine.train(pair.arms, pair.job.epochs)
-        for step in progress(steps, pair.job.epochs, pair.name):
+    with pair.pair_run(spec, *pair.describe(arms, config, overrides),
+                       files={"config.yaml": to_yaml(config), **arms.artifacts()},
+                       figures=arms.figure_spec(), parent_id=sweep_id) as record:
+        steps = engine.train(arms.arms, arms.job.epochs)
+        for step in progress(steps, arms.job.epochs, arms.name):
             record.log_step(step)
     return record.pair_id
 

@@ -1,30 +1,26 @@
-"""The training process's handle on the tracking process (:mod:`wdexp.writer`).
-
-Importing MLflow and opening its store cost more than importing torch; done in this process they
-would come before the first epoch. :func:`prestart` starts the tracking process instead, which
-imports MLflow on another core while this one imports torch, and every store operation becomes a
-message to it: calls wait for their reply (run ids, lookups, errors — a ConfigError is raised
-here as if raised locally), metric batches do not. Messages are sent inside
-:func:`~wdexp.lifecycle.critical`, so a signal never cuts one in half.
-"""
+"""Training process: one pair run's life — open it, stream its steps, draw its figures, end it
+with an honest status (FINISHED, FAILED or KILLED) whatever stops the job."""
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wdexp.config import ConfigError, TrackingSpec, config_hash, flatten, redact
-from wdexp.lifecycle import Terminated, critical
-from wdexp.runs import ARM_TAG, CONFIG_HASH_TAG, RUN_KIND_TAG, SUMMARY_METRICS, RunSpec, Step
+from wdexp.config import TrackingSpec, config_hash, flatten, redact
+from wdexp.lifecycle import Terminated
+from wdexp.tracking import client
+from wdexp.tracking.records import (
+    ARM_TAG,
+    CONFIG_HASH_TAG,
+    OVERRIDES_TAG,
+    RUN_KIND_TAG,
+    SUMMARY_METRICS,
+    RunSpec,
+    Step,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,84 +30,8 @@ if TYPE_CHECKING:
 SEND_EVERY_S = 0.5  # metric batches reach the store at least this often, plus its write time
 SEND_STEPS = 256
 FIGURE_POINTS = 2000  # per arm, evenly spaced, however long the run
-# A finished pair's figures (matplotlib's first import included) take a few seconds at most.
-EXIT_TIMEOUT_S = 60
 
 log = logging.getLogger("wdexp")
-
-
-class TrackingProcessError(RuntimeError):
-    """The tracking process failed a request; the message carries its traceback."""
-
-
-class Tracker:
-    def __init__(self) -> None:
-        requests_read, requests_write = os.pipe()
-        replies_read, replies_write = os.pipe()
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
-                                                           os.environ.get("PYTHONPATH")]))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "wdexp.writer", str(requests_read), str(replies_write)],
-            pass_fds=(requests_read, replies_write), env=env, stdin=subprocess.DEVNULL)
-        os.close(requests_read)
-        os.close(replies_write)
-        self._requests = Connection(requests_write, readable=False)
-        self._replies = Connection(replies_read, writable=False)
-        self.owner = os.getpid()
-        self._used = False
-
-    def send(self, op: str, *args: Any) -> None:
-        self._used = True
-        with critical():
-            self._requests.send((op, args, False))
-
-    def call(self, op: str, *args: Any) -> Any:
-        self._used = True
-        with critical():
-            try:
-                self._requests.send((op, args, True))
-                kind, value = self._replies.recv()
-            except (EOFError, BrokenPipeError, ConnectionResetError):
-                raise TrackingProcessError(
-                    f"the tracking process exited (code {self.process.poll()}); see its "
-                    "messages above") from None
-        if kind == "config_error":
-            key, requirement, got, show_value = value
-            raise ConfigError(key, requirement, got, show_value=show_value)
-        if kind == "error":
-            message, remote_traceback = value
-            raise TrackingProcessError(f"{message}\n--- in the tracking process ---\n"
-                                       f"{remote_traceback}")
-        return value
-
-    def close(self) -> None:
-        """End the tracking process: it finishes what was sent, then sees the pipe close."""
-        if not self._used:  # --help, --cfg, a config error: nothing to finish, no import to await
-            self.process.kill()
-        self._requests.close()
-        try:
-            self.process.wait(timeout=EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._replies.close()
-
-
-_tracker: Tracker | None = None
-
-
-def get() -> Tracker:
-    """This process's tracking process, started on first use. (A forked child gets its own.)"""
-    global _tracker
-    if _tracker is None or _tracker.owner != os.getpid():
-        _tracker = Tracker()
-        atexit.register(_tracker.close)
-    return _tracker
-
-
-def prestart() -> None:
-    """Start the tracking process now, so MLflow loads while this process imports torch."""
-    get()
 
 
 def describe(study: Study, config: dict[str, Any],
@@ -127,7 +47,7 @@ def describe(study: Study, config: dict[str, Any],
         RUN_KIND_TAG: "pair",
         "wdexp.model": study.labels["model"],
         "wdexp.optimizer": study.labels["optimizer"],
-        "wdexp.overrides": " ".join(redact(o) for o in overrides),
+        OVERRIDES_TAG: " ".join(redact(o) for o in overrides),
         CONFIG_HASH_TAG: config_hash(config),
     }
     pair = RunSpec(study.name, params, context)
@@ -178,26 +98,32 @@ class PairLog:
     """The training side of an open pair run: steps go to the tracking process in batches and
     into a :class:`History` for the figures."""
 
-    def __init__(self, tracker: Tracker, pair_id: str, arms: Sequence[str]) -> None:
-        self.tracker, self.pair_id, self.arms = tracker, pair_id, arms
+    def __init__(self, tracker: client.TrackingClient, pair_id: str,
+                 arm_ids: Mapping[str, str]) -> None:
+        self.tracker, self.pair_id, self.arm_ids = tracker, pair_id, dict(arm_ids)
         self.history = History()
         self.diverged_at: dict[str, int] = {}
+        self.last_step: int | None = None
         self._steps: list[Step] = []
+        self._stamps: list[int] = []
         self._last_send = time.monotonic()
 
     def log_step(self, step: Step) -> None:
         self._steps.append(step)
+        self._stamps.append(int(time.time() * 1000))
         self.history.add(step)
+        self.last_step = step.epoch
         self.diverged_at.update(dict.fromkeys(step.diverged, step.epoch))
         if (len(self._steps) >= SEND_STEPS or step.diverged
                 or time.monotonic() - self._last_send >= SEND_EVERY_S):
             self.send()
 
     def send(self) -> None:
-        steps, self._steps = self._steps, []  # a signal deferred by send() raises as it returns
+        steps, stamps = self._steps, self._stamps
+        self._steps, self._stamps = [], []
         self._last_send = time.monotonic()
         if steps:
-            self.tracker.send("log", self.pair_id, steps)
+            self.tracker.log_steps(self.pair_id, steps, stamps)
 
     def figures(self, spec: FigureSpec) -> dict[str, bytes]:
         """``figures/*.png`` of the pair, drawn here while the tracking process writes."""
@@ -216,7 +142,7 @@ class PairLog:
     def outcome(self) -> str:
         """One line: each arm's final loss and weight norm, or where it diverged."""
         parts = []
-        for arm in self.arms:
+        for arm in self.arm_ids:
             values = self.history.last.get(arm, (0, {}))[1]
             finals = " ".join(f"{name}={values[name]:.6g}"
                               for name in SUMMARY_METRICS if name in values)
@@ -230,33 +156,52 @@ def _status_for(error: BaseException) -> str:
     return "KILLED" if isinstance(error, KeyboardInterrupt | Terminated) else "FAILED"
 
 
+def _reason(error: BaseException) -> str:
+    return redact(" ".join(str(error).split())) or type(error).__name__
+
+
 @contextmanager
 def pair_run(spec: TrackingSpec, pair: RunSpec, arms: Mapping[str, RunSpec],
              files: Mapping[str, str], figures: FigureSpec | None = None,
              parent_id: str | None = None) -> Iterator[PairLog]:
-    """Open the pair run (under a sweep run, if given) and its arm runs; close them all with an
+    """Open the pair run (under a sweep run, if given) and its arm runs; end them all with an
     honest status: FINISHED (with summary metrics and figures), FAILED or KILLED. The figures
     are drawn here while the tracking process writes the last metrics and the summary."""
-    tracker = get()
-    pair_id, _ = tracker.call("open_pair", spec, pair, dict(arms), dict(files), parent_id)
+    tracker = client.get()
+    pair_id, arm_ids = tracker.open_pair(spec, pair, dict(arms), dict(files), parent_id)
     log.info("pair run %s started: %s (experiment %s at %s)", pair_id, pair.name,
              spec.experiment, redact(spec.uri))
-    record = PairLog(tracker, pair_id, list(arms))
+    record = PairLog(tracker, pair_id, arm_ids)
     try:
         yield record
         record.send()
-        tracker.send("summarize", pair_id)
-        files = record.figures(figures) if figures is not None else {}
-        tracker.call("close_pair", pair_id, "FINISHED", files)
+        tracker.summarize(pair_id)
+        drawn = record.figures(figures) if figures is not None else {}
+        tracker.close_pair(spec, pair_id, list(arm_ids.values()), "FINISHED", drawn)
     except BaseException as error:
-        status = _status_for(error)
-        log.error("pair run %s ended %s: %s", pair_id, status, error or type(error).__name__)
-        with critical():
-            record.send()
-            tracker.call("close_pair", pair_id, status, {})
+        _end(spec, record, error)
         raise
     log.info("pair run %s finished: %s", pair_id, record.outcome())
     if spec.uri.startswith(("http://", "https://")):
-        experiment_id = tracker.call("connect", spec)
+        experiment_id = tracker.connect(spec)
         log.info("view it at %s/#/experiments/%s/runs/%s", redact(spec.uri).rstrip("/"),
                  experiment_id, pair_id)
+
+
+def _end(spec: TrackingSpec, record: PairLog, error: BaseException) -> None:
+    """End the pair's runs after ``error``: what was trained is written first, unless the
+    tracking side itself failed; a tracking process that died is replaced to end them."""
+    status, reason = _status_for(error), _reason(error)
+    trained = "before step 0" if record.last_step is None else f"after step {record.last_step}"
+    # A tracking failure is the job's one error line (wdexp.lifecycle); others are said here.
+    tracking_failed = isinstance(error, client.TrackingFailed)
+    log.error("pair run %s ended %s %s%s", record.pair_id, status, trained,
+              "" if tracking_failed else f": {reason}")
+    try:
+        if not tracking_failed:
+            record.send()
+        client.get().close_pair(spec, record.pair_id, list(record.arm_ids.values()), status,
+                                failure=reason)
+    except client.TrackingFailed as failed:
+        log.error("wdexp: could not end pair run %s (%s); a later job into this experiment "
+                  "will end it", record.pair_id, failed)

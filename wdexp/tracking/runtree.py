@@ -1,12 +1,11 @@
-"""The run tree in MLflow: pair runs with their arms, sweep runs, metrics, figures and statuses.
+"""Tracking process: the run tree in MLflow — pair runs with their arms, sweep runs, metrics,
+files and statuses.
 
 One job is one **pair run** (tag ``wdexp.kind=pair``) with an **arm run** nested under it per
 arm (``wdexp.kind=arm``, ``mlflow.parentRunId``); a multirun adds a **sweep run** above its pairs
 (``wdexp.kind=sweep``). Per-step metrics are sent with ``log_batch``, up to MLflow's 1000 values a
-call, never one request per value. Every run ends with a terminal status: none is left RUNNING.
-
-This module runs in the tracking process (:mod:`wdexp.writer`): store I/O only. What is worth
-drawing or summing up is decided in the training process.
+call, never one request per value. Store I/O only: what is worth drawing or summing up is decided
+in the training process.
 """
 
 from __future__ import annotations
@@ -14,14 +13,24 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 
-from wdexp.runs import SUMMARY_METRICS, RunSpec, Step
-from wdexp.store import Store, create_run, terminate
+from wdexp.tracking.orphans import owner
+from wdexp.tracking.records import (
+    DIVERGED_AT_TAG,
+    DIVERGED_TAG,
+    FAILURE_TAG,
+    HEARTBEAT_TAG,
+    OWNER_TAG,
+    SUMMARY_METRICS,
+    RunSpec,
+    Step,
+)
+from wdexp.tracking.store import Store, create_run, terminate
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 
@@ -49,10 +58,15 @@ def log_files(store: Store, run_id: str, files: Mapping[str, str | bytes]) -> No
 
 
 class PairRecorder:
-    """An open pair run and its arms: per-step metrics buffered for ``log_batch``."""
+    """An open pair run and its arms: per-step metrics buffered for ``log_batch``.
 
-    def __init__(self, store: Store, pair_id: str, arm_ids: dict[str, str]) -> None:
+    ``wrote`` is called after every store write: the tracking process's sign of progress.
+    """
+
+    def __init__(self, store: Store, pair_id: str, arm_ids: dict[str, str],
+                 wrote: Callable[[], None] = lambda: None) -> None:
         self.store, self.pair_id, self.arm_ids = store, pair_id, arm_ids
+        self.wrote = wrote
         self.last: dict[str, dict[str, float]] = {}
         self.diverged_at: dict[str, int] = {}
         self._buffer: dict[str, list[Metric]] = {run_id: [] for run_id in arm_ids.values()}
@@ -63,8 +77,7 @@ class PairRecorder:
     def run_ids(self) -> list[str]:
         return [self.pair_id, *self.arm_ids.values()]
 
-    def log_step(self, step: Step) -> None:
-        timestamp = int(time.time() * 1000)
+    def log_step(self, step: Step, timestamp: int) -> None:
         if self.oldest is None:
             self.oldest = time.monotonic()
         for arm, values in step.metrics.items():
@@ -75,21 +88,30 @@ class PairRecorder:
         for arm in step.diverged:
             self.diverged_at[arm] = step.epoch
             self.store.client.log_batch(self.arm_ids[arm], tags=[
-                RunTag("wdexp.diverged", "true"), RunTag("wdexp.diverged_at", str(step.epoch))])
+                RunTag(DIVERGED_TAG, "true"), RunTag(DIVERGED_AT_TAG, str(step.epoch))])
+            self.wrote()
 
     def flush(self, full_batches_only: bool = False) -> None:
-        """Write the buffer; with ``full_batches_only`` keep each run's last partial batch (a
+        """Write the buffer, the arms in turn batch by batch, so a write that fails leaves them
+        at most a batch apart; with ``full_batches_only`` keep each run's last partial batch (a
         call costs about the same for 10 values as for 1000)."""
-        written = 0
+        ends = {}
         for run_id, metrics in self._buffer.items():
-            end = len(metrics)
-            if full_batches_only:
-                end -= end % MAX_METRICS_PER_BATCH
-            for start in range(0, end, MAX_METRICS_PER_BATCH):
-                batch = metrics[start:start + MAX_METRICS_PER_BATCH]
-                self.store.client.log_batch(run_id, metrics=batch)
-            del metrics[:end]
-            written += end
+            ends[run_id] = len(metrics) - (len(metrics) % MAX_METRICS_PER_BATCH
+                                           if full_batches_only else 0)
+        starts = dict.fromkeys(ends, 0)
+        while any(starts[r] < ends[r] for r in ends):
+            for run_id, end in ends.items():
+                start = starts[run_id]
+                if start >= end:
+                    continue
+                stop = min(start + MAX_METRICS_PER_BATCH, end)
+                self.store.client.log_batch(run_id, metrics=self._buffer[run_id][start:stop])
+                starts[run_id] = stop
+                self.wrote()
+        for run_id, end in ends.items():
+            del self._buffer[run_id][:end]
+        written = sum(ends.values())
         self.pending -= written
         if not self.pending:
             self.oldest = None
@@ -108,29 +130,37 @@ class PairRecorder:
         self.store.client.log_batch(self.pair_id, metrics=summary)
         for arm, run_id in self.arm_ids.items():
             if arm not in self.diverged_at:
-                self.store.client.set_tag(run_id, "wdexp.diverged", "false")
+                self.store.client.set_tag(run_id, DIVERGED_TAG, "false")
+        self.wrote()
+
+
+def owned(spec: RunSpec) -> RunSpec:
+    """``spec`` with MLflow's context tags and this process as its owner (see orphans)."""
+    return RunSpec(spec.name, spec.params, {**_source_tags(), **spec.tags, OWNER_TAG: owner(),
+                                            HEARTBEAT_TAG: str(int(time.time()))})
 
 
 def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
-              files: Mapping[str, str], parent_id: str | None = None) -> PairRecorder:
+              files: Mapping[str, str], parent_id: str | None = None,
+              wrote: Callable[[], None] = lambda: None) -> PairRecorder:
     """Create the pair run (under a sweep run, if given), its arm runs and its files."""
     created: list[str] = []
     try:
-        created.append(create_run(store, _with_source(pair), parent_id))
+        created.append(create_run(store, owned(pair), parent_id))
         for arm in arms.values():
-            created.append(create_run(store, _with_source(arm), parent_id=created[0]))
+            created.append(create_run(store, owned(arm), parent_id=created[0]))
         log_files(store, created[0], files)
     except BaseException:
         terminate(store.client, created, "FAILED")
         raise
-    return PairRecorder(store, created[0], dict(zip(arms, created[1:], strict=True)))
+    return PairRecorder(store, created[0], dict(zip(arms, created[1:], strict=True)), wrote)
 
 
 def close_run(store: Store, run_ids: list[str], status: str,
               files: Mapping[str, str | bytes] = {}, metrics: Mapping[str, float] = {},
-              ) -> None:
+              failure: str | None = None) -> None:
     """Log the last files and metrics on the first run, then end every run with ``status``
-    (FAILED if logging fails)."""
+    (FAILED if logging fails); ``failure`` is kept as a tag on each."""
     try:
         log_files(store, run_ids[0], files)
         if metrics:
@@ -140,8 +170,9 @@ def close_run(store: Store, run_ids: list[str], status: str,
     except BaseException:
         terminate(store.client, run_ids, "FAILED")
         raise
-    terminate(store.client, run_ids, status)
-
-
-def _with_source(spec: RunSpec) -> RunSpec:
-    return RunSpec(spec.name, spec.params, {**_source_tags(), **spec.tags})
+    try:
+        if failure:
+            for run_id in run_ids:
+                store.client.set_tag(run_id, FAILURE_TAG, failure[:5000])
+    finally:
+        terminate(store.client, run_ids, status)

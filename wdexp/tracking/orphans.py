@@ -1,0 +1,92 @@
+"""Tracking process: runs whose owner is gone, found and ended by a later job.
+
+Every pair and sweep run carries its owner — ``host pid start-ticks`` of the tracking process
+that keeps it open — and a heartbeat that process refreshes while the run is open. When both
+processes of a job die (SIGKILL, a launcher killing both, a machine lost), or the store was out
+of reach while they closed, the run stays RUNNING. The next job into the same experiment ends
+such runs KILLED, with the reason as a tag: on this host when the owner's process no longer
+exists (a pid alone could have been reused, so its start time must match too); from anywhere
+when the heartbeat is older than :data:`STALE_S`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from wdexp.tracking.records import HEARTBEAT_TAG, ORPHANED_TAG, OWNER_TAG, RUN_KIND_TAG
+from wdexp.tracking.store import Store, search_all, terminate
+
+HEARTBEAT_S = 30.0
+STALE_S = 600.0  # ten missed heartbeats: the owner is gone, wherever it ran
+
+
+def _start_ticks(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot), or "" where /proc does not tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner() -> str:
+    """This process, as the owner tag names it."""
+    return f"{socket.gethostname()} {os.getpid()} {_start_ticks(os.getpid())}"
+
+
+def _gone(owner_tag: str, heartbeat: str | None, now: float) -> str | None:
+    """Why the owner is gone, or None while it may still be alive."""
+    host, pid, ticks = ([*owner_tag.split(" "), "", ""])[:3]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"its tracking process (pid {pid}) on {host} is gone"
+        except PermissionError:  # someone else's process: alive
+            pass
+        if ticks and _start_ticks(int(pid)) not in (ticks, ""):
+            return f"its tracking process (pid {pid}) on {host} is gone"
+        return None
+    try:
+        age = now - float(heartbeat or "nan")
+    except ValueError:
+        return None
+    if age > STALE_S:
+        return f"no heartbeat from {host} for {age / 60:.0f} min"
+    return None
+
+
+def reap(store: Store) -> list[str]:
+    """End every RUNNING run of the experiment whose owner is gone; one line per run ended."""
+    now = time.time()
+    running = search_all(store, "attributes.status = 'RUNNING'")
+    children: dict[str, list[str]] = {}
+    for run in running:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent is not None:
+            children.setdefault(parent, []).append(run.info.run_id)
+    lines = []
+    for run in running:
+        tags = run.data.tags
+        if tags.get(RUN_KIND_TAG) not in ("pair", "sweep") or OWNER_TAG not in tags:
+            continue
+        reason = _gone(tags[OWNER_TAG], tags.get(HEARTBEAT_TAG), now)
+        if reason is None:
+            continue
+        run_id = run.info.run_id
+        # A sweep's pairs have owners of their own: only a pair takes its arms along.
+        arms = children.get(run_id, []) if tags[RUN_KIND_TAG] == "pair" else []
+        for ended in (run_id, *arms):
+            store.client.set_tag(ended, ORPHANED_TAG, reason)
+        terminate(store.client, [run_id, *arms], "KILLED")
+        lines.append(f"ended orphaned {tags[RUN_KIND_TAG]} run {run_id} "
+                     f"({run.info.run_name}) KILLED: {reason}")
+    return lines
+
+
+def beat(store: Store, run_ids: list[str]) -> None:
+    stamp = str(int(time.time()))
+    for run_id in run_ids:
+        store.client.set_tag(run_id, HEARTBEAT_TAG, stamp)

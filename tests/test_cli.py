@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import re
 
 import torch
 
-from tests.conftest import StoreReader, cli
+from tests.conftest import StoreReader, cli, popen
 
 
 def test_help_describes_wdexp_groups_and_examples(tmp_path):
@@ -89,3 +90,19 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path, store_uri)
     piped = cli(f"tracking.uri={store_uri}", "epochs=20", tmp_path=tmp_path)
     assert piped.returncode == 0
     assert "decay loss=" not in piped.stderr and "epoch/s" not in piped.stderr
+
+
+def test_a_job_logs_its_pair_run_id_when_it_starts_and_finishes(tmp_path, store_uri):
+    # One pipe for stdout and stderr keeps the lines in the order they were written.
+    job = popen(f"tracking.uri={store_uri}", "epochs=3", tmp_path=tmp_path)
+    output, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, output
+    (pair,) = StoreReader(store_uri).runs("pair")
+    lines = output.splitlines()
+    started = [(i, m[1]) for i, line in enumerate(lines)
+               if (m := re.search(r"\bpair run (\S+) started: \S", line))]
+    finished = [(i, m[1]) for i, line in enumerate(lines)
+                if (m := re.search(r"\bpair run (\S+) finished: \S", line))]
+    assert [run_id for _, run_id in started] == [pair.info.run_id], output
+    assert [run_id for _, run_id in finished] == [pair.info.run_id], output
+    assert started[0][0] < finished[0][0]

@@ -4,7 +4,6 @@ closed form the figures draw — read back from a real store."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from matplotlib.image import imread
@@ -119,5 +118,10 @@ def test_arm_table_and_histories_read_back_what_was_logged(run_job, read_store, 
                 run_id, key)
         last = curves[(curves["run_id"] == run_id) & (curves["key"] == "loss")].iloc[-1]
         assert by_arm.set_index("run_id").loc[run_id, "loss"] == last["value"]
-    assert isinstance(curves.pivot_table(index="step", columns="run_id", values="value"),
-                      pd.DataFrame)
+    # The README's plotting recipe: one column per arm run, one row per step, the logged values.
+    pivot = curves[curves.key == "loss"].pivot_table(index="step", columns="run_id",
+                                                     values="value")
+    assert sorted(pivot.columns) == sorted(arms["run_id"])
+    assert list(pivot.index) == list(range(5))
+    for run_id in arms["run_id"]:
+        assert list(zip(pivot.index, pivot[run_id], strict=True)) == reader.history(run_id, "loss")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,64 @@ from omegaconf import DictConfig, open_dict
 from wdexp.config import ROOT
 
 PYTHON = sys.executable
+
+# What a user may have exported for their own work changes what MLflow (tracking URI,
+# experiment, retries), Hydra, Ray (address, auth) and matplotlib (rc file, backend) do.
+USER_PREFIXES = ("MLFLOW_", "HYDRA_", "RAY_", "MPL")
+# Each of these leads a library to the user's files: ~/.ray/auth_token, ~/.mlflow,
+# ~/.config/matplotlib/matplotlibrc, caches.
+HOME_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")
+
+_isolation = pytest.MonkeyPatch()
+_HOME_PREFIX = "wdexp-tests-home-"
+_home_key = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the session with no user setting and a private, empty home.
+
+    This runs before collection: test modules import matplotlib, which reads its rc file from
+    the home at import, so an isolation begun by a session fixture would come too late.
+    """
+    home = Path(tempfile.mkdtemp(prefix=_HOME_PREFIX))
+    config.stash[_home_key] = home
+    for name in [name for name in os.environ if name.startswith(USER_PREFIXES)]:
+        _isolation.delenv(name)
+    _isolation.setenv("HOME", str(home))
+    for name in HOME_VARIABLES[1:]:
+        folder = home / name.removeprefix("XDG_").removesuffix("_HOME").lower()
+        folder.mkdir()
+        _isolation.setenv(name, str(folder))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _isolation.undo()
+    if (home := config.stash.get(_home_key, None)) is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(pytestconfig: pytest.Config) -> Path:
+    """The session's private HOME, made by pytest_configure; every test runs with it."""
+    return pytestconfig.stash[_home_key]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment_per_test(isolated_home: Path) -> Iterator[None]:
+    # In-process jobs set variables of their own (wdexp's store sets
+    # MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT): no test may see what an earlier one left.
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a process a test starts: the session's, without any variable the
+    test process set for itself in the meantime, plus what the test asks for."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(USER_PREFIXES)}
+    return {**clean, **(extra or {})}
 
 
 @pytest.fixture
@@ -56,8 +116,7 @@ def cli(*args: str, tmp_path: Path, timeout: float = 120,
     """`python -m wdexp.train ARGS` as a user runs it, with Hydra's outputs kept in tmp_path."""
     return subprocess.run(
         [PYTHON, "-m", "wdexp.train", f"hydra.run.dir={tmp_path}/outputs", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
-        env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=child_env(env),
     )
 
 
@@ -66,7 +125,7 @@ def popen(*args: str, tmp_path: Path, env: dict[str, str] | None = None,
     return subprocess.Popen(
         [PYTHON, "-m", "wdexp.train", f"hydra.run.dir={tmp_path}/outputs", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-        env={**os.environ, **(env or {})},
+        env=child_env(env),
     )
 
 
@@ -118,7 +177,7 @@ def mlflow_server(tmp_path: Path):
         [PYTHON, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
          "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=child_env())
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -143,9 +202,9 @@ def mlflow_server(tmp_path: Path):
 
 
 def multirun(*args: str, tmp_path: Path, store_uri: str, timeout: float = 600,
-             ) -> subprocess.CompletedProcess[str]:
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m wdexp.train -m ARGS` into store_uri, sweep outputs kept in tmp_path."""
     return subprocess.run(
         [PYTHON, "-m", "wdexp.train", "-m", f"hydra.sweep.dir={tmp_path}/multirun",
          f"tracking.uri={store_uri}", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=child_env(env))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import re
 
+import pytest
 import torch
 
-from tests.conftest import StoreReader, cli
+from tests.conftest import StoreReader, cli, popen
 
 
 def test_help_describes_wdexp_groups_and_examples(tmp_path):
@@ -42,6 +44,48 @@ def test_same_config_and_seed_give_bit_identical_metrics_in_two_processes(tmp_pa
     arms = StoreReader(other).arms(pair.info.run_id)
     assert arms["decay"].data.params["optimizer.weight_decay"] == "0.1"
     assert arms["baseline"].data.params["optimizer.weight_decay"] == "0.0"
+
+
+def _every_history(uri: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """Every metric of the pair run and of both arm runs, keyed by (run, key), all steps."""
+    reader = StoreReader(uri)
+    (pair,) = reader.runs("pair")
+    runs = {"pair": pair, **reader.arms(pair.info.run_id)}
+    return {(name, key): reader.history(run.info.run_id, key)
+            for name, run in runs.items() for key in run.data.metrics}
+
+
+@pytest.mark.parametrize(("model", "epochs", "other", "keys"), [
+    # Ridge starts from zeros on data drawn from model.data_seed: that is its only randomness.
+    ("ridge", 20, "model.data_seed=1", {"loss", "w_1", "w_5", "distance_to_solution"}),
+    # The mlp's init and mini-batch order come from seed.
+    ("mlp", 2, "seed=1", {"loss", "test_loss", "test_accuracy", "norm.layers.0.weight"}),
+], ids=["ridge", "mlp"])
+def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, model, epochs,
+                                                                    other, keys):
+    jobs = {}
+    for name, extra in (("first", []), ("second", []), ("other", [other])):
+        (tmp_path / name).mkdir()
+        jobs[name] = popen(f"tracking.uri=sqlite:///{tmp_path}/{name}/mlflow.db",
+                           f"model={model}", f"epochs={epochs}", *extra,
+                           tmp_path=tmp_path / name)
+    for job in jobs.values():
+        output, _ = job.communicate(timeout=300)
+        assert job.returncode == 0, output
+    first, second, different = (_every_history(f"sqlite:///{tmp_path}/{name}/mlflow.db")
+                                for name in jobs)
+
+    for arm in ("baseline", "decay"):
+        arm_keys = {key for run, key in first if run == arm}
+        assert keys | {"weight_norm", "grad_norm", "decay_grad_ratio"} <= arm_keys
+        for key in arm_keys:
+            assert [step for step, _ in first[(arm, key)]] == list(range(epochs + 1)), key
+    assert {"decay.final_loss", "baseline.final_weight_norm"} <= {k for _, k in first}
+    # Every key, every step, compared as floats with ==: nothing may differ in the last bit.
+    assert first == second
+    assert set(different) == set(first)
+    for arm in ("baseline", "decay"):
+        assert different[(arm, "loss")] != first[(arm, "loss")]
 
 
 def test_seed_zero_is_a_real_seed(run_job, read_store):
@@ -89,3 +133,19 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path, store_uri)
     piped = cli(f"tracking.uri={store_uri}", "epochs=20", tmp_path=tmp_path)
     assert piped.returncode == 0
     assert "decay loss=" not in piped.stderr and "epoch/s" not in piped.stderr
+
+
+def test_a_job_logs_its_pair_run_id_when_it_starts_and_finishes(tmp_path, store_uri):
+    # One pipe for stdout and stderr keeps the lines in the order they were written.
+    job = popen(f"tracking.uri={store_uri}", "epochs=3", tmp_path=tmp_path)
+    output, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, output
+    (pair,) = StoreReader(store_uri).runs("pair")
+    lines = output.splitlines()
+    started = [(i, m[1]) for i, line in enumerate(lines)
+               if (m := re.search(r"\bpair run (\S+) started: \S", line))]
+    finished = [(i, m[1]) for i, line in enumerate(lines)
+                if (m := re.search(r"\bpair run (\S+) finished: \S", line))]
+    assert [run_id for _, run_id in started] == [pair.info.run_id], output
+    assert [run_id for _, run_id in finished] == [pair.info.run_id], output
+    assert started[0][0] < finished[0][0]

@@ -21,6 +21,11 @@ from wdexp.figures.sweep import _sweep_artists
 COEFFICIENTS, INIT = np.array([1 / 20, 1.0]), np.array([0.8, 0.6])
 LR, LAMBDA, EPOCHS = 0.01, 0.01, 30
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# (width, height) in pixels. Pair figures and sweep.png as the README and wdexp/figures promise;
+# a heatmap is 1.8 in + 4.6 in per panel wide at 100 dpi (wdexp/figures/sweep.py).
+PAIR, SWEEP = (640, 480), (1280, 480)
+HEATMAP_1, HEATMAP_2 = (640, 480), (1100, 480)
+PAIR_PNGS = {"loss.png": PAIR, "weights.png": PAIR, "trajectory.png": PAIR}
 
 
 def quadratic(lam: float, lr: float = LR, epochs: int = EPOCHS, scale: float = 1.0) -> pd.DataFrame:
@@ -60,13 +65,19 @@ def pair_row(run: int, diverged: bool = False, **keys: str) -> dict[str, object]
             "decay.diverged": diverged}
 
 
-def assert_pngs(figures: dict[str, bytes] | dict[str, Figure], names: set[str]) -> None:
-    assert set(figures) == names
-    for figure in figures.values():
+def assert_pngs(figures: dict[str, bytes] | dict[str, Figure],
+                sizes: dict[str, tuple[int, int]]) -> None:
+    """The figures are exactly the named PNGs, each of exactly its (width, height)."""
+    assert set(figures) == set(sizes)
+    for name, figure in figures.items():
         data = figure if isinstance(figure, bytes) else png(figure)
-        assert data[:8] == PNG_SIGNATURE
-        image = imread(io.BytesIO(data), format="png")
-        assert image.shape[0] >= 300 and image.shape[1] >= 400
+        assert data[:8] == PNG_SIGNATURE, name
+        # The IHDR chunk comes first: its length, its type, then width and height.
+        assert data[12:16] == b"IHDR", name
+        header = (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"))
+        assert header == sizes[name], (name, header)
+        height, width = imread(io.BytesIO(data), format="png").shape[:2]
+        assert (width, height) == sizes[name], (name, width, height)
 
 
 def legend_texts(ax: Axes) -> set[str]:
@@ -75,12 +86,12 @@ def legend_texts(ax: Axes) -> set[str]:
 
 
 def test_public_functions_return_pngs():
-    assert_pngs(pair_figures(quadratic_plot()), {"loss.png", "weights.png", "trajectory.png"})
+    assert_pngs(pair_figures(quadratic_plot()), PAIR_PNGS)
     table = pd.DataFrame([pair_row(i, **{"optimizer.weight_decay": wd, "optimizer.lr": lr})
                           for i, (wd, lr) in enumerate(itertools.product(["0", "0.1"],
                                                                          ["0.01", "0.1"]))])
     assert_pngs(sweep_figures(table, ["optimizer.weight_decay", "optimizer.lr"], "final_loss"),
-                {"sweep.png", "heatmap.png"})
+                {"sweep.png": SWEEP, "heatmap.png": HEATMAP_1})
 
 
 def test_pair_figures_label_axes_arms_and_closed_form():
@@ -123,7 +134,7 @@ def test_a_diverged_arm_is_marked_and_its_closed_form_stays_in_range():
     [closed] = [line for line in loss.lines if line.get_label() == "decay closed form"]
     assert max(closed.get_xdata()) == 7
     assert "decay diverged" in legend_texts(figures["trajectory.png"].axes[0])
-    assert_pngs(figures, {"loss.png", "weights.png", "trajectory.png"})
+    assert_pngs(figures, PAIR_PNGS)
 
 
 def test_mlp_history_plots_layer_norms_and_test_loss():
@@ -141,7 +152,7 @@ def test_mlp_history_plots_layer_norms_and_test_loss():
     weights = figures["weights.png"].axes[0]
     assert weights.get_ylabel() == "parameter norm"
     assert {"layers.0.weight", "layers.1.bias"} <= legend_texts(weights)
-    assert_pngs(figures, {"loss.png", "weights.png"})  # no w_1, w_2: no trajectory
+    assert_pngs(figures, {"loss.png": PAIR, "weights.png": PAIR})  # no w_1, w_2: no trajectory
 
 
 def test_weight_decay_sweep_marks_the_diverged_point_and_the_baseline():
@@ -157,7 +168,7 @@ def test_weight_decay_sweep_marks_the_diverged_point_and_the_baseline():
     x, y = (np.asarray(values, float) for values in measured.lines[0].get_data())
     assert list(x[np.isfinite(y)]) == [0.001, 0.01, 0.1]  # λ=0 is the baseline line's
     assert norm.get_ylabel() == "final weight norm"
-    assert_pngs(figures, {"sweep.png"})  # one varying key: no heatmap
+    assert_pngs(figures, {"sweep.png": SWEEP})  # one varying key: no heatmap
 
 
 def test_grid_with_seeds_averages_and_marks_diverged_cells():
@@ -179,7 +190,7 @@ def test_grid_with_seeds_averages_and_marks_diverged_cells():
     assert "div" in texts  # every seed diverged: no value
     assert any(text.endswith("\n1 div") for text in texts)  # mean of the two that did not
     assert figures["heatmap.png"].axes[-1].get_ylabel() == "decay final_loss"  # the colorbar
-    assert_pngs(figures, {"sweep.png", "heatmap.png"})
+    assert_pngs(figures, {"sweep.png": SWEEP, "heatmap.png": HEATMAP_1})  # seeds: averaged
 
 
 def test_a_third_key_splits_the_heatmap_and_text_keys_do_not_crash():
@@ -195,7 +206,7 @@ def test_a_third_key_splits_the_heatmap_and_text_keys_do_not_crash():
     assert {text.get_text() for text in panels[0].texts} == {"n/a"}
     assert [t.get_text() for t in panels[0].get_yticklabels()] == ["adamw", "sgd_wd"]
     assert figures["sweep.png"].axes[0].get_xlabel() == "optimizer.weight_decay"
-    assert_pngs(figures, {"sweep.png", "heatmap.png"})
+    assert_pngs(figures, {"sweep.png": SWEEP, "heatmap.png": HEATMAP_2})  # a panel per lr
 
 
 @pytest.mark.parametrize("case", ["single row", "all diverged", "text key", "no keys"])
@@ -214,4 +225,4 @@ def test_degenerate_tables_still_draw(case):
     if case == "text key":
         labels = [t.get_text() for t in figures["sweep.png"].axes[0].get_xticklabels()]
         assert labels == ["adam", "adamw"]
-    assert_pngs(figures, {"sweep.png"})
+    assert_pngs(figures, {"sweep.png": SWEEP})

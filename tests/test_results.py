@@ -4,7 +4,6 @@ closed form the figures draw — read back from a real store."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from matplotlib.image import imread
@@ -16,38 +15,38 @@ from wdexp.models import Ridge
 from wdexp.report import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# (width, height) in pixels: the README's 640 x 480 for a pair's figures; sweep.png has two
+# panels side by side (wdexp/figures/sweep.py), a heatmap with one panel is as wide as a pair's.
+PAIR, SWEEP, HEATMAP = (640, 480), (1280, 480), (640, 480)
 
 
 def _figures(reader: StoreReader, run_id: str, tmp_path) -> dict[str, tuple[int, int]]:
-    """Each figure of a run: name → (height, width) in pixels, checked to be a real PNG."""
+    """Each figure of a run: name → (width, height) in pixels, as its PNG header states and as
+    it decodes."""
     listed = [f.path for f in reader.client.list_artifacts(run_id, "figures")]
-    shapes = {}
+    sizes = {}
     for path in listed:
         local = reader.client.download_artifacts(run_id, path, str(tmp_path))
         with open(local, "rb") as png:
-            assert png.read(8) == PNG_SIGNATURE, path
+            head = png.read(24)
+        assert head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR", path
+        stated = (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"))
         height, width = imread(local).shape[:2]
-        shapes[path.removeprefix("figures/")] = (height, width)
-    return shapes
-
-
-def _assert_readable(shapes: dict[str, tuple[int, int]]) -> None:
-    for name, (height, width) in shapes.items():
-        assert height >= 300 and width >= 400, (name, height, width)
+        assert stated == (width, height), (path, stated, width, height)
+        sizes[path.removeprefix("figures/")] = (width, height)
+    return sizes
 
 
 def test_pair_run_has_loss_weight_and_trajectory_figures(run_job, read_store, tmp_path):
     pair_id = run_job("epochs=20")
-    shapes = _figures(read_store(), pair_id, tmp_path)
-    assert set(shapes) == {"loss.png", "weights.png", "trajectory.png"}
-    _assert_readable(shapes)
+    sizes = _figures(read_store(), pair_id, tmp_path)
+    assert sizes == {"loss.png": PAIR, "weights.png": PAIR, "trajectory.png": PAIR}
 
 
 def test_models_with_more_weights_have_no_trajectory(run_job, read_store, tmp_path):
     pair_id = run_job("model=ridge", "model.n_features=3", "epochs=10")
-    shapes = _figures(read_store(), pair_id, tmp_path)
-    assert set(shapes) == {"loss.png", "weights.png"}
-    _assert_readable(shapes)
+    sizes = _figures(read_store(), pair_id, tmp_path)
+    assert sizes == {"loss.png": PAIR, "weights.png": PAIR}
 
 
 def test_closed_form_path_is_torch_sgd_on_ridge():
@@ -84,9 +83,8 @@ def test_seed_sweep_has_figures_and_is_reported_over_seeds(tmp_path, store_uri):
     assert result.returncode == 0, result.stderr
     reader = StoreReader(store_uri)
     (sweep,) = reader.runs("sweep")
-    shapes = _figures(reader, sweep.info.run_id, tmp_path)
-    assert set(shapes) == {"sweep.png", "heatmap.png"}
-    _assert_readable(shapes)
+    sizes = _figures(reader, sweep.info.run_id, tmp_path)
+    assert sizes == {"sweep.png": SWEEP, "heatmap.png": HEATMAP}  # lr by λ, seeds averaged
 
     store = analysis.open_store(store_uri)
     table = report(store, sweep.info.run_id)  # seed varies: one row per setting
@@ -120,5 +118,10 @@ def test_arm_table_and_histories_read_back_what_was_logged(run_job, read_store, 
                 run_id, key)
         last = curves[(curves["run_id"] == run_id) & (curves["key"] == "loss")].iloc[-1]
         assert by_arm.set_index("run_id").loc[run_id, "loss"] == last["value"]
-    assert isinstance(curves.pivot_table(index="step", columns="run_id", values="value"),
-                      pd.DataFrame)
+    # The README's plotting recipe: one column per arm run, one row per step, the logged values.
+    pivot = curves[curves.key == "loss"].pivot_table(index="step", columns="run_id",
+                                                     values="value")
+    assert sorted(pivot.columns) == sorted(arms["run_id"])
+    assert list(pivot.index) == list(range(5))
+    for run_id in arms["run_id"]:
+        assert list(zip(pivot.index, pivot[run_id], strict=True)) == reader.history(run_id, "loss")

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import yaml
 
-from tests.conftest import compose_config
-from wdexp.config import loggable
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _conf(name: str) -> dict[str, Any]:
+    """A file of conf/ as YAML alone reads it: no Hydra, no wdexp."""
+    return yaml.safe_load((CHECKOUT / "conf" / f"{name}.yaml").read_text())
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, read_store,
@@ -26,8 +42,22 @@ def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, rea
     artifact = reader.client.download_artifacts(pair_id, "config.yaml")
     with open(artifact) as handle:
         logged = yaml.safe_load(handle)
-    assert logged == loggable(compose_config(f"tracking.uri={store_uri}", "epochs=7",
-                                             "optimizer.weight_decay=0.05"))
+    # The defaults as the conf/ files state them, with this job's overrides on top.
+    assert "defaults" not in _conf("optimizer/sgd")  # sgd_wd is sgd with a weight decay
+    assert logged == {
+        "model": _conf("model/quadratic"),
+        "optimizer": {**_conf("optimizer/sgd"), "weight_decay": 0.05},
+        "tracking": {"uri": store_uri, "experiment": "weight-decay", "artifact_location": None},
+        "seed": 0, "epochs": 7, "device": "cpu", "resume": False,
+        "paths": {"root": str(CHECKOUT)},
+    }
+    assert logged["optimizer"]["lr"] == 0.01 and logged["model"]["coefficients"] == [0.05, 1.0]
+    # The params are that same config flattened: every leaf and nothing else, each param read
+    # back as YAML equal to the leaf's value.
+    leaves = dict(_leaves(logged))
+    assert set(params) == set(leaves)
+    for key, value in leaves.items():
+        assert yaml.safe_load(params[key]) == value, (key, params[key])
 
     arms = reader.arms(pair_id)
     assert set(arms) == {"baseline", "decay"}

@@ -100,15 +100,24 @@ def compose_with_choices(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
 
 
 @pytest.fixture
-def run_job(store_uri: str) -> Callable[..., str]:
-    """Run one job in this process through wdexp.train.run; returns the pair run id."""
+def run_job(store_uri: str) -> Iterator[Callable[..., str]]:
+    """Run one job in this process through wdexp.train.run; returns the pair run id.
+
+    The jobs of a session share this process's tracking process, as a sequential multirun's
+    do; one that a test left dead, busy or holding an open pair is replaced, and this process's
+    own store connections are dropped, so no test inherits another's state.
+    """
+    from wdexp.tracking import client, store
     from wdexp.train import run
 
     def _run(*overrides: str) -> str:
         cfg, choices = compose_with_choices(f"tracking.uri={store_uri}", *overrides)
         return run(cfg, labels=choices, overrides=overrides)
 
-    return _run
+    yield _run
+    store.connect.cache_clear()
+    if not client.healthy():
+        client.reset()
 
 
 def cli(*args: str, tmp_path: Path, timeout: float = 120,
@@ -166,39 +175,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 with its own sqlite store; yields its URL."""
-    import time
-    import urllib.request
+    from tests.servers import start_mlflow_server
 
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=child_env())
-    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, free_port())
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "server.log").read_text())
-            time.sleep(0.5)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.kill()
 
 
 def multirun(*args: str, tmp_path: Path, store_uri: str, timeout: float = 600,

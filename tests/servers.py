@@ -11,6 +11,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import child_env
+
 
 @dataclass
 class MlflowServer:
@@ -45,7 +47,7 @@ def start_mlflow_server(folder: Path, port: int, *args: str,
              "--artifacts-destination", str(folder / "server-artifacts"), "--workers", "1",
              *args],
             stdout=output, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
+            env=child_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}))
     server = MlflowServer(process, port, log)
     deadline = time.monotonic() + 90
     while True:

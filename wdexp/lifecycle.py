@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ log = logging.getLogger("wdexp")
 
 stop_signal: int | None = None
 """The signal that is stopping this process, once one arrived (read by the sweep's cleanup)."""
+stopping_since: float | None = None
+"""When (``time.monotonic()``) the first stop signal arrived: cleanup waits count from it."""
 
 
 class JobFailed(RuntimeError):
@@ -49,8 +52,10 @@ def _stop(signum: int) -> BaseException:
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    global stop_signal, _deferred_signal
+    global stop_signal, stopping_since, _deferred_signal
     stop_signal = signum
+    if stopping_since is None:
+        stopping_since = time.monotonic()
     if _critical_depth:
         _deferred_signal = signum
         return
@@ -132,7 +137,7 @@ def _exit_code(main: Callable[[], object]) -> int:
     except Terminated as stop:
         log.warning("wdexp: stopped by %s", signal.Signals(stop.signum).name)
         return 128 + stop.signum
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also raised by Python's own handler, outside ours
         stop_signal = signal.SIGINT
         log.warning("wdexp: interrupted")
         return 128 + signal.SIGINT

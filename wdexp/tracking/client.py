@@ -62,7 +62,7 @@ class TrackingClient:
             [sys.executable, "-m", "wdexp.tracking.server", str(requests_read),
              str(replies_write)],
             pass_fds=(requests_read, replies_write), env=env, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            stdout=subprocess.DEVNULL, start_new_session=True)  # it reports through the pipe
         os.close(requests_read)
         os.close(replies_write)
         self._sender = Sender(requests_write)
@@ -177,8 +177,8 @@ class TrackingClient:
     def _wait(self, ready: Any) -> None:
         """Until ``ready()``; fails once the tracking process is silent for ``timeout_s`` while
         work is outstanding, or, when stopping, after :data:`STOP_WAIT_S`."""
-        stop_by = time.monotonic() + STOP_WAIT_S if lifecycle.stop_signal else None
         while True:
+            stop_by = _stop_deadline()
             self._pump()
             if ready():
                 return
@@ -223,8 +223,8 @@ class TrackingClient:
         if self._closed:
             return
         self._closed = True
-        limit = STOP_WAIT_S if lifecycle.stop_signal else self.timeout_s
-        deadline = time.monotonic() + limit
+        limit = self.timeout_s
+        deadline = _stop_deadline() or time.monotonic() + limit
         try:
             if self._used:
                 self._sender.drain(deadline=deadline)
@@ -234,11 +234,17 @@ class TrackingClient:
         # The pipe's end closing is the tracking process exiting; its progress messages while it
         # writes the last batches extend the wait, silence does not.
         while self._used and not self._receiver.closed and time.monotonic() < deadline:
-            if (self._receiver.wait(SLICE_S) and self._receiver.take()
-                    and not lifecycle.stop_signal):
-                deadline = time.monotonic() + limit
+            if self._receiver.wait(SLICE_S) and self._receiver.take():
+                deadline = _stop_deadline() or time.monotonic() + limit
         self._receiver.close()
         self._launcher.wait()
+
+
+def _stop_deadline() -> float | None:
+    """Once a stop signal arrived, every wait ends :data:`STOP_WAIT_S` after it: SIGTERM and
+    Ctrl-C are honoured in seconds whatever the store does."""
+    since = lifecycle.stopping_since
+    return None if since is None else since + STOP_WAIT_S
 
 
 _client: TrackingClient | None = None
@@ -259,6 +265,13 @@ def get() -> TrackingClient:
 def prestart() -> None:
     """Start the tracking process now, so MLflow loads while this process imports torch."""
     get()
+
+
+def healthy() -> bool:
+    """This process's tracking process is alive, idle and owes no reply."""
+    current = _client
+    return (current is not None and current.owner == os.getpid() and current.alive
+            and not current._outstanding() and not current._replies)
 
 
 def reset() -> None:

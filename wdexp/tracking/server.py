@@ -298,8 +298,19 @@ def serve(receiver: Receiver, sender: Sender) -> None:
         for envelope in receiver.take():
             service.serve(envelope)
         if receiver.closed:
+            _let_go_of_streams()
             service.abandon()
             return
+
+
+def _let_go_of_streams() -> None:
+    """The training process is done or gone: whatever still reads its output (a shell's pipe,
+    a test) must not wait for this process to finish closing runs in the background."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def main() -> None:
@@ -310,7 +321,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="wdexp tracking process: %(message)s")
     # MLflow logs each store error with its traceback, and alembic each migration: the job
     # reports a failure once, as one line (see _failure).
-    for noisy in ("alembic", "mlflow"):
+    for noisy in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     requests_fd, replies_fd = (int(fd) for fd in sys.argv[1:3])
     serve(Receiver(requests_fd), Sender(replies_fd))

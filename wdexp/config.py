@@ -11,13 +11,15 @@ import hashlib
 import inspect
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from wdexp.credentials import redact, warn_once
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout that holds conf/: the anchor for the default store and Hydra's output dirs."""
@@ -127,6 +129,13 @@ class JobSpec:
     resume: bool = False
 
 
+def _hydra_saves_command_line() -> bool:
+    """Whether Hydra keeps this process's command line in its output files: not where it is
+    known to write none (``hydra.output_subdir=null``, as for python -m wdexp.report, whose
+    standard output is its table and must carry no warning)."""
+    return not HydraConfig.initialized() or HydraConfig.get().output_subdir is not None
+
+
 def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     tracking = cfg.get("tracking") or {}
     uri = tracking.get("uri")
@@ -140,6 +149,8 @@ def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     if artifact_location is not None and not isinstance(artifact_location, str):
         raise ConfigError("tracking.artifact_location", "must be a path, a URI or null",
                           artifact_location)
+    if _hydra_saves_command_line():
+        warn_once("tracking.uri", uri)
     return TrackingSpec(uri, experiment, artifact_location)
 
 
@@ -158,15 +169,6 @@ def parse_job(cfg: DictConfig) -> JobSpec:
         device=device,
         tracking=tracking,
     )
-
-
-# scheme://user:password@ anywhere in a string (a URI, an override, an error message)
-_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every URI in it replaced by ``***``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def loggable(cfg: DictConfig) -> dict[str, Any]:

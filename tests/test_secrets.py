@@ -1,12 +1,14 @@
 """Credentials: never in MLflow, the console or log files; warned about where Hydra keeps them.
 
-The end-to-end tests run real multiruns against a real ``mlflow server``.
+The end-to-end tests run real multiruns against a real ``mlflow server``, and a real job against
+one that checks passwords (MLflow's basic-auth app) with credentials from the environment.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import time
 import urllib.error
@@ -21,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from tests.conftest import PYTHON, StoreReader, compose_config, free_port, multirun
+from tests.conftest import PYTHON, StoreReader, cli, compose_config, free_port, multirun
 from wdexp import credentials
 from wdexp.config import ROOT, parse_tracking
 
@@ -227,3 +229,62 @@ def test_multirun_keeps_the_password_out_of_mlflow_the_console_and_log_files(
     hydra_files = [sweep_dir / "multirun.yaml", *sweep_dir.glob("*/.hydra/overrides.yaml")]
     assert len(hydra_files) == 3
     assert all(SECRET in path.read_text() for path in hydra_files)
+
+
+# --- credentials from the environment, against a server that checks them ------------------------
+
+ADMIN = "admin"
+ADMIN_PASSWORD = "wdexp-Adm1n-pw!"  # MLflow wants 12 characters at least
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    """A real `mlflow server --app-name basic-auth` on 127.0.0.1, its user and tracking stores in
+    tmp_path; yields its URL once it refuses an anonymous request and serves the admin."""
+    config = tmp_path / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path}/auth.db\n"
+        f"admin_username = {ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Each password check is a PBKDF2 hash, seconds on a loaded machine: check once.
+        "auth_cache_ttl_seconds = 600\n")
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config),
+           "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "wdexp-tests"}  # CSRF protection requires one
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(key, None)
+    with _mlflow_server(tmp_path, "--app-name", "basic-auth", env=env) as url:
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert _get(search) == 401  # it does check
+        assert _get(search, (ADMIN, ADMIN_PASSWORD)) == 200
+        yield url
+
+
+@pytest.mark.slow  # a server of its own, with password hashing: about 50 s here
+def test_credentials_from_mlflow_environment_variables_reach_the_server_and_nothing_else(
+        tmp_path, auth_server, monkeypatch):
+    credentials_env = {"MLFLOW_TRACKING_USERNAME": ADMIN,
+                       "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    result = cli("epochs=5", f"tracking.uri={auth_server}", tmp_path=tmp_path, timeout=180,
+                 env=credentials_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert ADMIN_PASSWORD not in output
+    assert WARNING not in output  # nothing to warn about: the URI carries no password
+
+    for key, value in credentials_env.items():  # this process reads the store as the admin
+        monkeypatch.setenv(key, value)
+    reader = StoreReader(auth_server)
+    (pair,) = reader.runs("pair")
+    arms = reader.arms(pair.info.run_id)
+    assert set(arms) == {"baseline", "decay"}
+    assert [s for s, _ in reader.history(arms["decay"].info.run_id, "loss")] == list(range(6))
+    assert pair.data.params["tracking.uri"] == auth_server
+    assert _stored_leaks(reader, tmp_path / "artifacts", ADMIN_PASSWORD) == []
+    assert (tmp_path / "artifacts" / pair.info.run_id / "config.yaml").is_file()
+    # and Hydra's own files hold no password either, unlike with one in the URI
+    hydra_files = [path for path in (tmp_path / "outputs").rglob("*") if path.is_file()]
+    assert any(path.name == "overrides.yaml" for path in hydra_files)
+    assert [path for path in hydra_files if ADMIN_PASSWORD in path.read_text()] == []

@@ -34,6 +34,15 @@ BAD_INPUTS = [
     ("epochs=2.5", "epochs must be a positive integer (got 2.5)"),
     ("epochs=true", "epochs must be a positive integer (got True)"),
     ("seed=zero", "seed must be an integer (got 'zero')"),
+    ("seed=1180591620717411303424", "seed must be an integer >= -2**63 and < 2**64, the range "
+                                    "torch accepts (got 1180591620717411303424)"),
+    ("seed=18446744073709551616", "seed must be an integer >= -2**63 and < 2**64, the range "
+                                  "torch accepts (got 18446744073709551616)"),
+    ("seed=-9223372036854775809", "seed must be an integer >= -2**63 and < 2**64, the range "
+                                  "torch accepts (got -9223372036854775809)"),
+    (f"tracking.experiment={'x' * 257}", "tracking.experiment must be at most 256 characters, "
+                                         "the size of MLflow's experiment name column "
+                                         "(got 257 characters)"),
     ("model.coefficients=[]", "model.coefficients must be a non-empty list of finite numbers "
                               "(got [])"),
     ("model.coefficients=[1.0,inf]", "model.coefficients must be a non-empty list of finite "
@@ -61,6 +70,30 @@ def test_bad_value_is_rejected_with_its_key(override, message):
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize("overrides", [
+    ("model=ridge", "model.data_seed=18446744073709551616"),
+    ("model=mlp", "model.batch_seed=-9223372036854775809"),
+])
+def test_model_seeds_are_checked_against_torchs_range(overrides):
+    key = overrides[1].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key} must be an integer >= -2\*\*63 and < 2\*\*64"):
+        study.build(compose_config(*overrides))
+
+
+@pytest.mark.parametrize("seed", [-2**63, 2**64 - 1])
+def test_seeds_at_the_ends_of_torchs_range_run(seed):
+    """Every model, the mlp's per-epoch batch order (derived from the seed) included."""
+    for model in ("quadratic", "ridge", "mlp"):
+        pair = study.build(compose_config(f"model={model}", f"seed={seed}"))
+        assert pair.job.seed == seed
+        if model == "mlp":
+            assert next(iter(pair.arms[0].model.batches(3))).isfinite()
+
+
+def test_longest_experiment_name_mlflow_stores_is_accepted():
+    assert study.build(compose_config(f"tracking.experiment={'x' * 256}")).job.tracking
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_device_without_cuda_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^device names CUDA"):
@@ -71,6 +104,21 @@ def test_cli_prints_one_line_and_leaves_no_store(tmp_path, store_uri):
     result = cli(f"tracking.uri={store_uri}", "optimizer.lr=-0.01", tmp_path=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "wdexp: optimizer.lr must be a finite number > 0 (got -0.01)"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("seed=1180591620717411303424", "seed"),  # was torch's "Overflow" traceback
+    (f"tracking.experiment={'x' * 5000}", "tracking.experiment"),  # was blamed on tracking.uri
+], ids=["seed", "experiment"])
+def test_cli_rejects_edge_values_in_one_line_before_any_store_exists(tmp_path, store_uri,
+                                                                     override, key):
+    result = cli(f"tracking.uri={store_uri}", override, tmp_path=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"wdexp: {key} must be ")
+    assert len(line) < 200
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "mlflow.db").exists()
 

@@ -11,13 +11,15 @@ import hashlib
 import inspect
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from wdexp.credentials import redact, warn_once
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout that holds conf/: the anchor for the default store and Hydra's output dirs."""
@@ -75,6 +77,20 @@ def integer(key: str, value: Any) -> int:
     return value
 
 
+# torch.manual_seed accepts [-2**63, 2**64) and raises a bare "Overflow" outside it.
+SEED_RANGE = (-2**63, 2**64)
+
+
+def torch_seed(key: str, value: Any) -> int:
+    """An integer torch.manual_seed accepts (negative ones it takes modulo 2**64)."""
+    low, high = SEED_RANGE
+    value = integer(key, value)
+    if not low <= value < high:
+        raise ConfigError(key, "must be an integer >= -2**63 and < 2**64, the range torch "
+                          "accepts", value)
+    return value
+
+
 def finite_list(key: str, value: Any, *, length: int | None = None) -> list[float]:
     if isinstance(value, ListConfig):
         value = OmegaConf.to_container(value)
@@ -128,6 +144,19 @@ class JobSpec:
     resume: bool = False
 
 
+# MLflow's validation allows 500 characters, but its experiments table stores names in a
+# String(256) column (mlflow/store/tracking/dbmodels/models.py): PostgreSQL and MySQL refuse
+# longer names at insert time, sqlite keeps them. 256 works in every store.
+MAX_EXPERIMENT_NAME = 256
+
+
+def _hydra_saves_command_line() -> bool:
+    """Whether Hydra keeps this process's command line in its output files: not where it is
+    known to write none (``hydra.output_subdir=null``, as for python -m wdexp.report, whose
+    standard output is its table and must carry no warning)."""
+    return not HydraConfig.initialized() or HydraConfig.get().output_subdir is not None
+
+
 def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     tracking = cfg.get("tracking") or {}
     uri = tracking.get("uri")
@@ -137,11 +166,18 @@ def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     experiment = tracking.get("experiment")
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError("tracking.experiment", "must be a non-empty experiment name", experiment)
+    if len(experiment) > MAX_EXPERIMENT_NAME:
+        # The name itself would fill the terminal: its length is what needs fixing.
+        raise ConfigError("tracking.experiment", f"must be at most {MAX_EXPERIMENT_NAME} "
+                          "characters, the size of MLflow's experiment name column "
+                          f"(got {len(experiment)} characters)", show_value=False)
     artifact_location = tracking.get("artifact_location")
     if artifact_location is not None and not isinstance(artifact_location, str):
         raise ConfigError("tracking.artifact_location", "must be a path, a URI or null",
                           artifact_location)
     timeout_s = finite_number("tracking.timeout_s", tracking.get("timeout_s", 60.0), minimum=1)
+    if _hydra_saves_command_line():
+        warn_once("tracking.uri", uri)
     return TrackingSpec(uri, experiment, artifact_location, timeout_s)
 
 
@@ -155,20 +191,11 @@ def parse_job(cfg: DictConfig) -> JobSpec:
         raise ConfigError("resume", "must be true or false", resume)
     return JobSpec(
         resume=resume,
-        seed=integer("seed", cfg.get("seed")),
+        seed=torch_seed("seed", cfg.get("seed")),
         epochs=positive_int("epochs", cfg.get("epochs")),
         device=device,
         tracking=tracking,
     )
-
-
-# scheme://user:password@ anywhere in a string (a URI, an override, an error message)
-_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every URI in it replaced by ``***``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def loggable(cfg: DictConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from wdexp.config import finite_number, positive_int
+from wdexp.config import finite_number, positive_int, torch_seed
 from wdexp.models import parse_dtype
 
 
@@ -54,7 +54,7 @@ class DigitsMLP(nn.Module):
         widths = [x_train.shape[1], *hidden, 10]
         self.layers = nn.ModuleList(nn.Linear(a, b, dtype=torch_dtype)
                                     for a, b in itertools.pairwise(widths))
-        self.batch_seed = batch_seed
+        self.batch_seed = torch_seed("batch_seed", batch_seed)
 
     def default_no_decay(self) -> list[str]:
         """Biases and other 1-D parameters are not decayed unless the config says otherwise."""
@@ -69,7 +69,9 @@ class DigitsMLP(nn.Module):
         return functional.cross_entropy(self(self.x_train), self.y_train)
 
     def batches(self, epoch: int) -> Iterator[Tensor]:
-        generator = torch.Generator().manual_seed(self.batch_seed * 1_000_003 + epoch)
+        # Modulo 2**64, as torch takes a negative seed: a large job seed (any the config edge
+        # accepts) stays in torch's range, and every smaller one keeps its batch order.
+        generator = torch.Generator().manual_seed((self.batch_seed * 1_000_003 + epoch) % 2**64)
         order = torch.randperm(len(self.y_train), generator=generator)
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size].to(self.x_train.device)

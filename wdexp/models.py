@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from wdexp.closed_form import QuadraticForm
-from wdexp.config import ConfigError, finite_list, finite_number, integer, positive_int
+from wdexp.config import ConfigError, finite_list, finite_number, positive_int, torch_seed
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -114,7 +114,7 @@ class Ridge(nn.Module):
         super().__init__()
         n_samples, n_features = positive_int("n_samples", n_samples), positive_int(
             "n_features", n_features)
-        data_seed = integer("data_seed", data_seed)
+        data_seed = torch_seed("data_seed", data_seed)
         noise = finite_number("noise", noise, minimum=0)
         torch_dtype = parse_dtype(dtype)
         generator = torch.Generator().manual_seed(data_seed)

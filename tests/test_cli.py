@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
 
 import pytest
 import torch
 
-from tests.conftest import StoreReader, cli, popen
+from tests.conftest import PYTHON, StoreReader, child_env, cli, popen
 
 
 def test_help_describes_wdexp_groups_and_examples(tmp_path):
@@ -149,3 +150,12 @@ def test_a_job_logs_its_pair_run_id_when_it_starts_and_finishes(tmp_path, store_
     assert [run_id for _, run_id in started] == [pair.info.run_id], output
     assert [run_id for _, run_id in finished] == [pair.info.run_id], output
     assert started[0][0] < finished[0][0]
+
+
+def test_importing_the_entrypoint_starts_no_process(tmp_path):
+    # Tests and notebooks import wdexp.train; only running a job starts its tracking process.
+    code = ("import wdexp.train, wdexp.tracking.client as c, multiprocessing as mp; "
+            "assert c._client is None and not mp.active_children(); print('idle')")
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=child_env())
+    assert result.returncode == 0 and result.stdout.strip() == "idle", result.stderr

@@ -9,93 +9,17 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PYTHON, StoreReader, child_env, free_port
+from tests.jobs import start, training_metrics, wait_for
 from tests.servers import start_mlflow_server
 from wdexp.config import ROOT
 
 LONG = "epochs=100000000"
-
-
-class Job:
-    """A running ``python -m wdexp.train``, its output collected as it comes."""
-
-    def __init__(self, argv: list[str], tmp_path: Path, env: dict[str, str] | None) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-            start_new_session=True, env=child_env(env))
-        self.pid = self.proc.pid
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def finish(self, timeout: float) -> tuple[str, float]:
-        """Wait for the exit (SIGKILL to the group past ``timeout``): output, seconds taken."""
-        started = time.monotonic()
-        try:
-            self.proc.wait(timeout=timeout)
-            took = time.monotonic() - started
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait()
-            # A detached tracking process still closing runs may hold stderr a while longer.
-            self._reader.join(timeout=60)
-        return self.output, took
-
-
-def start(*args: str, tmp_path: Path, env: dict[str, str] | None = None,
-          multirun: bool = False) -> Job:
-    """``python -m wdexp.train ARGS`` in its own process group, as a shell starts a job."""
-    where = (["-m", f"hydra.sweep.dir={tmp_path}/multirun"] if multirun
-             else [f"hydra.run.dir={tmp_path}/outputs"])
-    return Job([PYTHON, "-m", "wdexp.train", *where, *args], tmp_path, env)
-
-
-def wait_for(condition, what: str, timeout: float = 90, job: Job | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if job is not None and job.poll() is not None:
-            raise AssertionError(f"the job exited while waiting for {what}:\n{job.output}")
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def training_metrics(uri: str, job: Job, pairs: int = 1) -> StoreReader:
-    """Once ``pairs`` pair runs have started and logged: the store is not read before, so this
-    test never races the job at creating a new store's schema."""
-    wait_for(lambda: job.output.count(" started: ") >= pairs, "the pair runs to start", job=job)
-
-    def ready():
-        reader = StoreReader(uri)
-        found = reader.runs("arm")
-        return reader if len(found) >= 2 * pairs and all(
-            reader.history(a.info.run_id, "loss") for a in found) else None
-
-    return wait_for(ready, "metrics in the store", job=job)
 
 
 def statuses(uri: str) -> dict[str, str]:

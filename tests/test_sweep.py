@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+
 import pandas as pd
 import pytest
 
-from tests.conftest import StoreReader, multirun
+from tests.conftest import PYTHON, StoreReader, child_env, multirun
 
 
 def sweep_summary(reader: StoreReader, sweep_id: str, tmp_path) -> pd.DataFrame:
@@ -67,12 +70,13 @@ def test_failing_and_diverging_jobs_do_not_stop_the_others(tmp_path, store_uri):
     assert reader.runs("pair") and not [r for r in reader.runs() if r.info.status == "RUNNING"]
 
 
-@pytest.mark.slow
-def test_resume_skips_finished_jobs_and_runs_only_new_ones(tmp_path, store_uri):
+def test_resume_skips_finished_jobs_and_an_extended_sweep_runs_only_new_ones(tmp_path,
+                                                                             store_uri):
     first = multirun("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
                      tmp_path=tmp_path, store_uri=store_uri)
     assert first.returncode == 0, first.stderr
     reader = StoreReader(store_uri)
+    (first_sweep,) = reader.runs("sweep")
     before = {r.info.run_id for r in reader.runs()}
     assert len(before) == 1 + 2 * 3
 
@@ -80,23 +84,37 @@ def test_resume_skips_finished_jobs_and_runs_only_new_ones(tmp_path, store_uri):
                      tmp_path=tmp_path, store_uri=store_uri)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped: this configuration already finished") == 2
-    assert {r.info.run_id for r in StoreReader(store_uri).runs()} == before
+    assert {r.info.run_id for r in StoreReader(store_uri).runs()} == before  # no empty sweep
 
-    extended = multirun("optimizer.weight_decay=0,0.01,0.1,1", "epochs=3", "resume=true",
+    extended = multirun("optimizer.weight_decay=0,0.01,0.1", "epochs=3", "resume=true",
                         tmp_path=tmp_path, store_uri=store_uri)
     assert extended.returncode == 0, extended.stderr
     reader = StoreReader(store_uri)
-    new = [r for r in reader.runs("pair") if r.info.run_id not in before]
-    assert sorted(float(r.data.params["optimizer.weight_decay"]) for r in new) == [0.1, 1.0]
+    (new_sweep,) = [r for r in reader.runs("sweep") if r.info.run_id != first_sweep.info.run_id]
+    new_pairs = [r for r in reader.runs("pair") if r.info.run_id not in before]
+    assert [float(r.data.params["optimizer.weight_decay"]) for r in new_pairs] == [0.1]
+    assert {r.data.tags["mlflow.parentRunId"] for r in new_pairs} == {new_sweep.info.run_id}
+    summary = sweep_summary(reader, new_sweep.info.run_id, tmp_path)
+    assert summary["optimizer.weight_decay"].tolist() == [0.1]
 
 
-def test_resume_reruns_a_failed_job(tmp_path, store_uri, run_job):
+@pytest.mark.parametrize("ended", ["FAILED", "KILLED", "orphaned"])
+def test_resume_reruns_a_pair_that_did_not_finish(store_uri, run_job, ended):
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(store_uri)
     pair_id = run_job("epochs=3", "resume=true")
-    MlflowClient(store_uri).set_terminated(pair_id, "FAILED")  # as if it had crashed
+    runs = [pair_id, *(r.info.run_id for r in StoreReader(store_uri).arms(pair_id).values())]
+    for run_id in runs:
+        if ended == "orphaned":  # RUNNING, owned by a process that no longer exists
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "wdexp.owner", f"{socket.gethostname()} 4194304 1")
+        else:
+            client.set_terminated(run_id, ended)
     again = run_job("epochs=3", "resume=true")
     assert again != pair_id
+    statuses = {client.get_run(run_id).info.status for run_id in runs}
+    assert statuses == {"KILLED" if ended == "orphaned" else ended}
     assert run_job("epochs=3", "resume=true") == again  # now finished: skipped
     assert run_job("epochs=4", "resume=true") not in (pair_id, again)
 
@@ -110,3 +128,18 @@ def test_an_experiments_sweeper_params_name_the_sweep_and_its_summary(tmp_path, 
     assert sweep.info.run_name == "sweep optimizer.weight_decay=0,0.001,0.01,0.1,1"
     summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
     assert summary["optimizer.weight_decay"].tolist() == [0.0, 0.001, 0.01, 0.1, 1.0]
+
+
+def test_a_sweep_folder_with_quotes_still_nests_its_pairs_under_joblib(tmp_path, store_uri):
+    # Each worker finds its sweep run in the store by the folder's digest, never by pasting
+    # the folder into a search filter.
+    folder = tmp_path / "it's a \"sweep\""
+    quoted = str(folder).replace("'", "\\'")
+    result = subprocess.run(
+        [PYTHON, "-m", "wdexp.train", "-m", f"hydra.sweep.dir='{quoted}'",
+         f"tracking.uri={store_uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         "seed=0,1", "epochs=3"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=child_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    sweep, _ = assert_sweep_tree(StoreReader(store_uri), 2)
+    assert sweep.data.tags["wdexp.sweep_dir"] == str(folder)

@@ -22,13 +22,20 @@ HEARTBEAT_S = 30.0
 STALE_S = 600.0  # ten missed heartbeats: the owner is gone, wherever it ran
 
 
-def _start_ticks(pid: int) -> str:
-    """When ``pid`` started (clock ticks since boot), or "" where /proc does not tell."""
+def _stat(pid: int) -> tuple[str, str] | None:
+    """``(state, start ticks)`` of ``pid`` from /proc, or None where it has no entry."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
+            fields = stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return None
+    return fields[0], fields[19]
+
+
+def _start_ticks(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot), or "" where /proc does not tell."""
+    found = _stat(pid)
+    return found[1] if found else ""
 
 
 def owner() -> str:
@@ -40,14 +47,18 @@ def _gone(owner_tag: str, heartbeat: str | None, now: float) -> str | None:
     """Why the owner is gone, or None while it may still be alive."""
     host, pid, ticks = ([*owner_tag.split(" "), "", ""])[:3]
     if host == socket.gethostname() and pid.isdigit():
+        gone = f"its tracking process (pid {pid}) on {host} is gone"
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            return f"its tracking process (pid {pid}) on {host} is gone"
-        except PermissionError:  # someone else's process: alive
+            return gone
+        except PermissionError:  # someone else's process: alive, as far as we can tell
             pass
-        if ticks and _start_ticks(int(pid)) not in (ticks, ""):
-            return f"its tracking process (pid {pid}) on {host} is gone"
+        found = _stat(int(pid))
+        # A zombie (exited, not yet reaped: PID 1 in a container may never reap it) is gone,
+        # and so is another process that got the pid since.
+        if found is not None and (found[0] in "ZX" or (ticks and found[1] != ticks)):
+            return gone
         return None
     try:
         age = now - float(heartbeat or "nan")

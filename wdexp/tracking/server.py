@@ -31,11 +31,12 @@ import time
 import traceback
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, assert_never
 
 from mlflow.exceptions import MlflowException
 
 from wdexp.config import ConfigError, TrackingSpec, redact
+from wdexp.credentials import Redacting
 from wdexp.tracking import messages as m
 from wdexp.tracking import orphans, runtree, store
 from wdexp.tracking.channel import Closed, Receiver, Sender
@@ -186,6 +187,8 @@ class Service:
             case m.CloseSweep(spec, run_id, status, files, metrics):
                 self.sweeps.pop(run_id, None)
                 runtree.close_run(self.store(spec), [run_id], status, files, metrics)
+            case _:
+                assert_never(request)
         return None
 
     def connect(self, spec: TrackingSpec) -> m.Connected:
@@ -319,6 +322,8 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="wdexp tracking process: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Redacting())
     # MLflow logs each store error with its traceback, and alembic each migration: the job
     # reports a failure once, as one line (see _failure).
     for noisy in ("alembic", "mlflow", "urllib3"):

@@ -114,15 +114,31 @@ class Sample:
     tree_mb: float = 0.0
 
 
-def tree_peak_mb(process: subprocess.Popen[bytes]) -> float:
-    """The peak summed PSS of ``process``'s descendants (GNU time's child and its own), polled
-    every 20 ms until it exits."""
+def _detached(cwd: str) -> list[psutil.Process]:
+    """wdexp's tracking process, which runs detached (no descendant of the job): found by its
+    command line and the job's working directory, unique to each sample."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if "wdexp.tracking.server" in " ".join(proc.info["cmdline"] or ()) \
+                and proc.info["cwd"] == cwd:
+            found.append(proc)
+    return found
+
+
+def tree_peak_mb(process: subprocess.Popen[bytes], cwd: str) -> float:
+    """The peak summed PSS of ``process``'s descendants (GNU time's child and its own) and of
+    the job's detached tracking process, polled every 20 ms until it exits."""
     peak = 0
     root = psutil.Process(process.pid)
+    detached: list[psutil.Process] = []
+    polls = 0
     while process.poll() is None:
+        if polls % 10 == 0:  # the tracking process appears once, early; look for it now and then
+            detached = _detached(cwd) or detached
+        polls += 1
         total = 0
         try:
-            for child in root.children(recursive=True):
+            for child in {*root.children(recursive=True), *detached}:
                 total += child.memory_full_info().pss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass  # a process ended between listing and reading: the next poll counts again
@@ -142,7 +158,7 @@ def sample(command: Command) -> Sample:
         with out.open("wb") as stdout, err.open("wb") as stderr:
             proc = subprocess.Popen([GNU_TIME, "-f", "%e %M", "-o", str(timing), *argv],
                                     cwd=tmp, stdout=stdout, stderr=stderr)
-            tree_mb = tree_peak_mb(proc) if command.tree else 0.0
+            tree_mb = tree_peak_mb(proc, tmp) if command.tree else 0.0
             returncode = proc.wait()
         if returncode != 0:
             tail = "\n".join(err.read_text().splitlines()[-25:])

@@ -32,6 +32,7 @@ from wdexp.tracking.records import RunSpec, Step
 # After SIGTERM or Ctrl-C, how long the training process waits for its runs to be closed before
 # it exits anyway (the tracking process goes on and closes them).
 STOP_WAIT_S = 5.0
+SILENCE_MARGIN_S = 5.0
 BACKLOG_BYTES = 8 << 20  # queued beyond this, training waits for the tracking process
 T = TypeVar("T")
 
@@ -132,6 +133,7 @@ class TrackingClient:
         if isinstance(request, m.OpenStore | m.Connect):
             self.spec, self.timeout_s = request.spec, request.spec.timeout_s
         self._used = True
+        self._launcher.poll()  # reaps the launching child, long exited
         if not self._outstanding():
             self._heard = time.monotonic()  # the silence that counts starts with the request
         self._seq += 1
@@ -186,7 +188,9 @@ class TrackingClient:
             if stop_by is not None and now > stop_by:
                 raise TrackingFailed("stopped while the tracking process was still writing; it "
                                      "ends the runs once its writes are done")
-            if now - self._heard > self.timeout_s:
+            # The tracking process's own watchdog fires first and says why; this one is for a
+            # tracking process stuck where no alarm reaches it (a hung file system).
+            if now - self._heard > self.timeout_s + SILENCE_MARGIN_S:
                 raise TrackingFailed(f"{self._where()} stopped answering: nothing was written "
                                      f"for {self.timeout_s:g} s (tracking.timeout_s)")
             if self._sender.backlog:

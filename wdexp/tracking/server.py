@@ -109,7 +109,8 @@ class Service:
         self.pairs: dict[str, runtree.PairRecorder] = {}
         self.sweeps: dict[str, tuple[store.Store, str]] = {}  # run id -> (store, sweep dir)
         self.unusable: dict[TrackingSpec, ConfigError] = {}  # asked twice: fail once
-        self.reaped: set[tuple[str, str]] = set()
+        self.opened: set[store.Store] = set()
+        self.reaped: set[store.Store] = set()  # by this job's OpenStore, not yet reported
         self.unreported: list[str] = []
         self.broken: set[str] = set()  # pairs whose writes failed: nothing more is written
         self.timeout_s = TrackingSpec("", "").timeout_s
@@ -151,7 +152,7 @@ class Service:
         match request:
             case m.OpenStore(spec):
                 with contextlib.suppress(ConfigError):  # raised again for the Connect
-                    self.store(spec)
+                    self.reap(self.store(spec))
             case m.Connect(spec):
                 return self.connect(spec)
             case m.FindFinishedPair(spec, config_hash):
@@ -192,13 +193,22 @@ class Service:
         return None
 
     def connect(self, spec: TrackingSpec) -> m.Connected:
+        """Each job's first call: its store, and the lines about the orphans ended for it."""
         connected = self.store(spec)
+        if connected not in self.reaped:  # no OpenStore came first
+            self.reap(connected)
+        self.reaped.discard(connected)  # the next job looks again
         lines, self.unreported = self.unreported, []
         return m.Connected(connected.experiment_id, lines)
 
+    def reap(self, connected: store.Store) -> None:
+        """End the experiment's runs whose owner is gone: once per job, so a long multirun
+        sees the jobs that died beside it."""
+        self.reaped.add(connected)
+        self.unreported += orphans.reap(connected)
+
     def store(self, spec: TrackingSpec) -> store.Store:
-        """The spec's store, opened once; the first time, its experiment's orphans are ended
-        (reported with the next :class:`Connected`)."""
+        """The spec's store, opened once per process."""
         self.timeout_s, self.uri = spec.timeout_s, spec.uri
         if spec in self.unusable:
             raise self.unusable[spec]
@@ -207,10 +217,9 @@ class Service:
         except ConfigError as error:
             self.unusable[spec] = error
             raise
-        if (spec.uri, spec.experiment) not in self.reaped:
-            self.reaped.add((spec.uri, spec.experiment))
+        if connected not in self.opened:
+            self.opened.add(connected)
             os.environ.update(store.http_limits(spec.timeout_s))
-            self.unreported += orphans.reap(connected)
         return connected
 
     def log_steps(self, pair_id: str, steps: list[Any], timestamps: list[int]) -> None:
@@ -226,6 +235,8 @@ class Service:
                    files: dict[str, bytes], failure: str | None) -> None:
         recorder = self.pairs.pop(pair_id, None)
         target = self.store(spec)
+        if pair_id in self.broken and status == "FINISHED":  # its metrics are incomplete
+            status = "FAILED"
         try:
             if recorder is not None and pair_id not in self.broken:
                 recorder.flush()

@@ -40,16 +40,22 @@ class Job:
     def poll(self) -> int | None:
         return self.proc.poll()
 
-    def finish(self, timeout: float) -> tuple[str, float]:
-        """Wait for the exit (SIGKILL to the group past ``timeout``): output, seconds taken."""
+    def exit_within(self, timeout: float) -> float:
+        """Seconds until the job's process exits (SIGKILL to its group past ``timeout``)."""
         started = time.monotonic()
         try:
             self.proc.wait(timeout=timeout)
-            took = time.monotonic() - started
         finally:
             if self.proc.poll() is None:
                 os.killpg(self.pid, signal.SIGKILL)
                 self.proc.wait()
+        return time.monotonic() - started
+
+    def finish(self, timeout: float) -> tuple[str, float]:
+        """Wait for the exit (SIGKILL to the group past ``timeout``): output, seconds taken."""
+        try:
+            took = self.exit_within(timeout)
+        finally:
             # A detached tracking process still closing runs may hold stderr a while longer.
             self._reader.join(timeout=60)
         return self.output, took

@@ -143,3 +143,14 @@ def test_a_sweep_folder_with_quotes_still_nests_its_pairs_under_joblib(tmp_path,
     assert result.returncode == 0, result.stdout + result.stderr
     sweep, _ = assert_sweep_tree(StoreReader(store_uri), 2)
     assert sweep.data.tags["wdexp.sweep_dir"] == str(folder)
+
+
+def test_a_store_the_sweep_cannot_use_stops_it_before_any_job(tmp_path):
+    (tmp_path / "folder").mkdir()
+    result = multirun("seed=0,1", "epochs=2", tmp_path=tmp_path,
+                      store_uri=f"sqlite:///{tmp_path}/folder")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"wdexp: tracking.uri names a folder, not an sqlite file "
+        f"(got 'sqlite:///{tmp_path}/folder')"]
+    assert "Launching" not in result.stdout + result.stderr

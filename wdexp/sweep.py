@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from wdexp import lifecycle
-from wdexp.config import TrackingSpec, parse_tracking, redact
+from wdexp.config import ConfigError, TrackingSpec, parse_tracking, redact
 from wdexp.tracking import client
 from wdexp.tracking.records import OVERRIDES_TAG, RUN_KIND_TAG, RunSpec
 
@@ -52,6 +53,15 @@ class SweepCallback(Callback):
         self._open: _OpenSweep | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exception into a warning and launches the jobs anyway; a
+        # store the sweep cannot use stops the multirun here, with its one line.
+        try:
+            self._open_sweep(config)
+        except (ConfigError, client.TrackingFailed) as error:
+            print(f"wdexp: {error}", file=sys.stderr)
+            sys.exit(2 if isinstance(error, ConfigError) else 1)
+
+    def _open_sweep(self, config: DictConfig) -> None:
         tracker = client.get()
         spec = parse_tracking(config)
         task = [str(o) for o in config.hydra.overrides.task]

@@ -28,76 +28,21 @@ if __name__ == "__main__" and os.fork():
 import contextlib
 import logging
 import time
-import traceback
-from collections.abc import Iterator
-from types import FrameType
 from typing import Any, assert_never
 
-from mlflow.exceptions import MlflowException
-
-from wdexp.config import ConfigError, TrackingSpec, redact
+from wdexp.config import ConfigError, TrackingSpec
 from wdexp.credentials import Redacting
 from wdexp.tracking import messages as m
 from wdexp.tracking import orphans, runtree, store
 from wdexp.tracking.channel import Closed, Receiver, Sender
 from wdexp.tracking.records import SWEEP_DIR_TAG, SWEEP_KEY_TAG, RunSpec, sweep_key
+from wdexp.tracking.watchdog import Watchdog, failure_of
 
 IDLE_S = 0.05  # with nothing to read for this long, write what is buffered …
 LIVE_S = 1.0  # … in full batches, or all of it once its oldest value waited this long
-PROGRESS_EVERY_S = 1.0  # during a long write, tell the training process it goes on
 REPLY_WAIT_S = 30.0  # a training process that reads no reply for this long is gone
 
 log = logging.getLogger("wdexp.tracking")
-
-
-class StoreTimeout(Exception):
-    """No store operation finished within ``tracking.timeout_s``."""
-
-
-class Watchdog:
-    """Interrupts a store operation that makes no progress (SIGALRM): every finished write
-    re-arms it. Both sqlite's and the HTTP client's waits return to Python often enough for
-    the alarm to raise."""
-
-    def __init__(self, progress: Any) -> None:
-        self.limit_s: float | None = None
-        self._progress = progress
-        self._last_progress = time.monotonic()
-        signal.signal(signal.SIGALRM, self._fire)
-
-    def _fire(self, _signum: int, _frame: FrameType | None) -> None:
-        raise StoreTimeout(f"no answer for {self.limit_s:g} s (tracking.timeout_s)")
-
-    @contextlib.contextmanager
-    def armed(self, limit_s: float) -> Iterator[None]:
-        self.limit_s = limit_s
-        signal.setitimer(signal.ITIMER_REAL, limit_s)
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            self.limit_s = None
-
-    def kick(self) -> None:
-        if self.limit_s is not None:
-            signal.setitimer(signal.ITIMER_REAL, self.limit_s)
-        if time.monotonic() - self._last_progress >= PROGRESS_EVERY_S:
-            self._last_progress = time.monotonic()
-            self._progress()
-
-
-_STORE_ERRORS = ("sqlalchemy", "sqlite3", "requests", "urllib3", "alembic")
-
-
-def _failure(error: BaseException, uri: str) -> m.Failure:
-    if isinstance(error, ConfigError):
-        return m.Failure(str(error), error.key, error.requirement, error.value, error.show_value)
-    reason = redact(" ".join(str(error).split(" (Background on this error")[0].split()))
-    reason = reason[:300] or type(error).__name__
-    expected = (isinstance(error, MlflowException | OSError | StoreTimeout)
-                or type(error).__module__.split(".")[0] in _STORE_ERRORS)
-    return m.Failure(f"tracking.uri {redact(uri)} failed: {reason}",
-                     detail="" if expected else redact(traceback.format_exc()))
 
 
 class Service:
@@ -137,7 +82,7 @@ class Service:
             with self.watchdog.armed(self.timeout_s):
                 value = self.handle(envelope.request)
         except Exception as error:
-            failure = _failure(error, self.uri)
+            failure = failure_of(error, self.uri)
             if isinstance(envelope.request, m.LogSteps | m.Summarize):
                 self.broken.add(envelope.request.pair_id)
         self.done = envelope.seq
@@ -262,7 +207,7 @@ class Service:
                     recorder.flush(full_batches_only=time.monotonic() - recorder.oldest < LIVE_S)
             except Exception as error:
                 self.broken.add(pair_id)
-                self.send(m.Broken(_failure(error, recorder.store.uri)))
+                self.send(m.Broken(failure_of(error, recorder.store.uri)))
                 return
         if time.monotonic() - self._last_beat >= orphans.HEARTBEAT_S:
             self._last_beat = time.monotonic()

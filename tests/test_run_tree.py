@@ -96,3 +96,5 @@ def test_jobs_share_one_experiment_and_store(run_job, read_store):
     reader = read_store()
     assert {run.info.run_id for run in reader.runs("pair")} == {first, second}
     assert len(reader.runs("arm")) == 4
+    # The experiment says it is model training, so MLflow's UI opens it on its runs table.
+    assert reader.experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -26,6 +26,13 @@ from wdexp.tracking.records import CONFIG_HASH_TAG, RUN_KIND_TAG, SWEEP_KEY_TAG,
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 SEARCH_PAGE = 1000
+# What wdexp's experiments are: MLflow's UI opens a model-training experiment on its runs table
+# (without the tag it guesses, and may open its GenAI traces view instead).
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": "Paired weight-decay runs from wdexp: each pair run holds a baseline "
+                           "arm (weight decay 0) and a decay arm trained from one init.",
+}
 # The first contact with a server makes no retries: a wrong URI fails in seconds, not minutes.
 PREFLIGHT_TIMEOUT_S = 10
 
@@ -125,7 +132,8 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
             experiment = client.get_experiment_by_name(spec.experiment)
             if experiment is None and create:
                 try:
-                    client.create_experiment(spec.experiment, artifact_location=artifact_location)
+                    client.create_experiment(spec.experiment, artifact_location=artifact_location,
+                                             tags=EXPERIMENT_TAGS)
                 except MlflowException as error:  # created meanwhile by another job
                     if error.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise ConfigError("tracking.experiment",

@@ -125,12 +125,15 @@ def instantiable(group: str, cfg: DictConfig, base: type, base_name: str, *,
     return cls, kwargs
 
 
+DEFAULT_TIMEOUT_S = 60.0  # a store that answers nothing this long fails the job
+
+
 @dataclass(frozen=True)
 class TrackingSpec:
     uri: str
     experiment: str
     artifact_location: str | None = None
-    timeout_s: float = 60.0  # a store that answers nothing this long fails the job
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,8 @@ def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     if artifact_location is not None and not isinstance(artifact_location, str):
         raise ConfigError("tracking.artifact_location", "must be a path, a URI or null",
                           artifact_location)
-    timeout_s = finite_number("tracking.timeout_s", tracking.get("timeout_s", 60.0), minimum=1)
+    timeout_s = finite_number("tracking.timeout_s", tracking.get("timeout_s", DEFAULT_TIMEOUT_S),
+                              minimum=1)
     if _hydra_saves_command_line():
         warn_once("tracking.uri", uri)
     return TrackingSpec(uri, experiment, artifact_location, timeout_s)

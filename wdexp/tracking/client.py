@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wdexp import lifecycle
-from wdexp.config import ConfigError, TrackingSpec, redact
+from wdexp.config import DEFAULT_TIMEOUT_S, ConfigError, TrackingSpec, redact
 from wdexp.tracking import messages as m
 from wdexp.tracking.channel import SLICE_S, Closed, Receiver, Sender, widen
 from wdexp.tracking.records import RunSpec, Step
@@ -70,7 +70,7 @@ class TrackingClient:
         self._receiver = Receiver(replies_read)
         self.owner = os.getpid()
         self.spec: TrackingSpec | None = None  # the store last asked for: names it in errors
-        self.timeout_s = TrackingSpec("", "").timeout_s
+        self.timeout_s = DEFAULT_TIMEOUT_S
         self._seq = 0
         self._done = 0
         self._replies: dict[int, m.Reply] = {}

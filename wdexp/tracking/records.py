@@ -23,7 +23,6 @@ FAILURE_TAG = "wdexp.failure"  # the one-line reason a run ended FAILED or KILLE
 
 # An arm's final values of these, where its model reports them, summarise a pair.
 SUMMARY_METRICS = ("loss", "weight_norm", "test_loss", "test_accuracy")
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 def sweep_key(sweep_dir: str) -> str:

@@ -30,7 +30,7 @@ import logging
 import time
 from typing import Any, assert_never
 
-from wdexp.config import ConfigError, TrackingSpec
+from wdexp.config import DEFAULT_TIMEOUT_S, ConfigError, TrackingSpec
 from wdexp.credentials import Redacting
 from wdexp.tracking import messages as m
 from wdexp.tracking import orphans, runtree, store
@@ -58,7 +58,7 @@ class Service:
         self.reaped: set[store.Store] = set()  # by this job's OpenStore, not yet reported
         self.unreported: list[str] = []
         self.broken: set[str] = set()  # pairs whose writes failed: nothing more is written
-        self.timeout_s = TrackingSpec("", "").timeout_s
+        self.timeout_s = DEFAULT_TIMEOUT_S
         self.uri = ""
         self.done = 0
         self.watchdog = Watchdog(lambda: self.send(m.Progress(self.done)))

@@ -137,13 +137,13 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
                 except MlflowException as error:  # created meanwhile by another job
                     if error.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise ConfigError("tracking.experiment",
-                                          f"cannot be created: {_one_line(error)}",
+                                          f"cannot be created: {one_line(error)}",
                                           spec.experiment) from None
                 experiment = client.get_experiment_by_name(spec.experiment)
     except ConfigError:
         raise
     except Exception as error:  # any other failure to reach the store is the URI's
-        raise ConfigError("tracking.uri", f"cannot be used: {_one_line(error)}",
+        raise ConfigError("tracking.uri", f"cannot be used: {one_line(error)}",
                           redact(spec.uri)) from None
     if experiment is None:
         raise ConfigError("tracking.experiment", "is not in this store", spec.experiment)
@@ -153,7 +153,8 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
     return Store(client, experiment.experiment_id, spec.uri)
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """``error`` as one redacted line of at most ~300 characters, without SQLAlchemy's link."""
     text = redact(" ".join(str(error).split(" (Background on this error")[0].split()))
     return (text[:300] + "…" if len(text) > 300 else text) or type(error).__name__
 

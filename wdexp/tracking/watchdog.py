@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from wdexp.config import ConfigError, redact
 from wdexp.tracking import messages as m
+from wdexp.tracking.store import one_line
 
 PROGRESS_EVERY_S = 1.0  # during a long write, tell the training process it goes on
 
@@ -67,8 +68,7 @@ def failure_of(error: BaseException, uri: str) -> m.Failure:
     error as one line naming the URI, anything else (a bug) with its traceback too."""
     if isinstance(error, ConfigError):
         return m.Failure(str(error), error.key, error.requirement, error.value, error.show_value)
-    reason = redact(" ".join(str(error).split(" (Background on this error")[0].split()))
-    reason = reason[:300] or type(error).__name__
+    reason = one_line(error)
     expected = (isinstance(error, MlflowException | OSError | StoreTimeout)
                 or type(error).__module__.split(".")[0] in _STORE_ERRORS)
     return m.Failure(f"tracking.uri {redact(uri)} failed: {reason}",

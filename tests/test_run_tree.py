@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import StoreReader
+from wdexp.tracking import view
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +38,7 @@ def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, rea
     (pair,) = reader.runs("pair")
     assert pair.info.run_id == pair_id
     assert pair.info.status == "FINISHED"
-    assert pair.info.run_name == "sgd_wd lr=0.01 wd=0.05 seed=0"
+    assert pair.info.run_name == "sgd_wd lr=0.01 wd=0.05 seed=0 epochs=7"
     params = pair.data.params
     assert params["optimizer.lr"] == "0.01"
     assert params["optimizer.weight_decay"] == "0.05"
@@ -79,16 +86,27 @@ def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, rea
 
 
 def test_run_names_and_tags_say_what_ran(run_job, read_store):
-    pair_id = run_job("optimizer=sgd_wd", "seed=3")
+    pair_id = run_job("optimizer=sgd_wd", "seed=3", "optimizer.weight_decay=0.1", "epochs=4",
+                      "+optimizer.nesterov=false")
     reader = read_store()
     pair = reader.client.get_run(pair_id)
     assert pair.data.tags["wdexp.kind"] == "pair"
     assert pair.data.tags["wdexp.model"] == "quadratic"
     arms = reader.arms(pair_id)
     assert arms["baseline"].info.run_name == "baseline (wd=0)"
-    assert arms["decay"].info.run_name == "decay (wd=0.01)"
+    assert arms["decay"].info.run_name == "decay (wd=0.1)"
     assert pair.data.tags["wdexp.optimizer"] == "sgd_wd"
-    assert pair.info.run_name == "sgd_wd lr=0.01 wd=0.01 seed=3"
+    # Overrides the study's name does not show are added, so the pairs of any sweep differ.
+    assert pair.info.run_name == "sgd_wd lr=0.01 wd=0.1 seed=3 epochs=4 nesterov=false"
+    command = ("optimizer=sgd_wd seed=3 optimizer.weight_decay=0.1 epochs=4 "
+               "+optimizer.nesterov=false")
+    for run in (pair, *arms.values()):  # MLflow's Source column: the command that ran
+        assert run.data.tags["mlflow.source.name"] == f"wdexp.train {command}"
+        assert run.data.tags["mlflow.source.type"] == "JOB"
+    # Each arm's overrides say what it ran: the baseline's weight decay is 0.
+    assert arms["decay"].data.tags["wdexp.overrides"] == command
+    assert arms["baseline"].data.tags["wdexp.overrides"] == (
+        "optimizer=sgd_wd seed=3 epochs=4 +optimizer.nesterov=false optimizer.weight_decay=0")
 
 
 def test_jobs_share_one_experiment_and_store(run_job, read_store):
@@ -98,3 +116,25 @@ def test_jobs_share_one_experiment_and_store(run_job, read_store):
     assert len(reader.runs("arm")) == 4
     # The experiment says it is model training, so MLflow's UI opens it on its runs table.
     assert reader.experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "baseline arm" in reader.experiment.tags["mlflow.note.content"]
+
+
+def test_the_comparison_view_is_added_to_an_experiment_made_elsewhere(store_uri, run_job):
+    client = MlflowClient(tracking_uri=store_uri)
+    client.create_experiment("weight-decay", tags={"mlflow.note.content": "mine"})
+    pair_id = run_job("epochs=2")
+    tags = client.get_experiment_by_name("weight-decay").tags
+    assert tags["mlflow.note.content"] == "mine"  # what a user wrote stays
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    # The saved view as MLflow's UI stores one: its columns name what a pair run logged.
+    saved = json.loads(tags[f"mlflow.sharedViewState.{view.VIEW_ID}"])
+    assert saved["name"] == view.VIEW_NAME
+    packed = saved["state"].removeprefix("deflate;")
+    state = json.loads(zlib.decompress(base64.b64decode(packed)))
+    runs = [client.get_run(pair_id), *StoreReader(store_uri).arms(pair_id).values()]
+    logged = {"params": {key for run in runs for key in run.data.params},
+              "metrics": {key for run in runs for key in run.data.metrics},
+              "attributes": {"Source"}}
+    for column in state["selectedColumns"]:
+        kind, key = column.split(".", 1)
+        assert key.strip("`") in logged[kind], column

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PYTHON, StoreReader, child_env, multirun
+from wdexp.sweep import sweep_name
 
 
 def sweep_summary(reader: StoreReader, sweep_id: str, tmp_path) -> pd.DataFrame:
@@ -33,7 +34,12 @@ def test_multirun_nests_pairs_under_one_sweep_run_with_a_summary(tmp_path, store
     assert result.returncode == 0, result.stderr
     reader = StoreReader(store_uri)
     sweep, pairs = assert_sweep_tree(reader, 3)
-    assert sweep.info.run_name == "sweep optimizer.weight_decay=0,0.01,0.1"
+    assert sweep.info.run_name == "sweep wd=0,0.01,0.1"
+    assert sweep.data.tags["mlflow.source.name"] == (
+        f"wdexp.train -m tracking.uri={store_uri} "
+        "optimizer.weight_decay=0,0.01,0.1 epochs=5")
+    assert {p.info.run_name for p in pairs} == {f"sgd_wd lr=0.01 wd={wd} seed=0 epochs=5"
+                                                for wd in ("0", "0.01", "0.1")}
     assert sweep.data.metrics["pairs"] == 3
     summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
     assert summary["optimizer.weight_decay"].tolist() == [0.0, 0.01, 0.1]
@@ -125,7 +131,7 @@ def test_an_experiments_sweeper_params_name_the_sweep_and_its_summary(tmp_path, 
     assert result.returncode == 0, result.stderr
     reader = StoreReader(store_uri)
     sweep, _ = assert_sweep_tree(reader, 5)
-    assert sweep.info.run_name == "sweep optimizer.weight_decay=0,0.001,0.01,0.1,1"
+    assert sweep.info.run_name == "sweep wd=0,0.001,0.01,0.1,1"
     summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
     assert summary["optimizer.weight_decay"].tolist() == [0.0, 0.001, 0.01, 0.1, 1.0]
 
@@ -154,3 +160,12 @@ def test_a_store_the_sweep_cannot_use_stops_it_before_any_job(tmp_path):
         f"wdexp: tracking.uri names a folder, not an sqlite file "
         f"(got 'sqlite:///{tmp_path}/folder')"]
     assert "Launching" not in result.stdout + result.stderr
+
+
+def test_sweep_names_use_short_keys_and_shorten_long_value_lists():
+    assert sweep_name({"optimizer.lr": "0.01,0.1", "optimizer.weight_decay": "0,0.1"}) == (
+        "sweep lr=0.01,0.1 wd=0,0.1")
+    assert sweep_name({"seed": "range(10)", "model.coefficients": "[1,2]"}) == (
+        "sweep seed=range(10) coefficients=[1,2]")
+    long = ",".join(str(10.0 ** -k) for k in range(8))
+    assert sweep_name({"optimizer.weight_decay": long}) == "sweep wd=1.0…1e-07 (8)"

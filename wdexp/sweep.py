@@ -27,10 +27,11 @@ from omegaconf import DictConfig
 from wdexp import lifecycle
 from wdexp.config import ConfigError, TrackingSpec, parse_tracking, redact
 from wdexp.tracking import client
-from wdexp.tracking.records import OVERRIDES_TAG, RUN_KIND_TAG, RunSpec
+from wdexp.tracking.records import OVERRIDES_TAG, RUN_KIND_TAG, RunSpec, short_key, source_tags
 
 log = logging.getLogger("wdexp")
 MAX_NAME = 250
+MAX_VALUES = 24  # characters of one key's swept values in the sweep run's name
 
 
 def swept_overrides(task_overrides: list[str]) -> dict[str, str]:
@@ -38,6 +39,18 @@ def swept_overrides(task_overrides: list[str]) -> dict[str, str]:
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     return {o.key_or_group: o.input_line.split("=", 1)[1]
             for o in parsed if o.is_sweep_override() and o.input_line}
+
+
+def sweep_name(swept: dict[str, str]) -> str:
+    """``sweep wd=0,0.001,0.01,0.1 lr=0.01,0.1``: short keys, long value lists as first…last with
+    their count, so sweeps differ within the first characters the MLflow UI shows."""
+    parts = []
+    for key, values in swept.items():
+        listed = values.split(",")
+        if len(values) > MAX_VALUES and len(listed) > 2:
+            values = f"{listed[0]}…{listed[-1]} ({len(listed)})"
+        parts.append(f"{short_key(key)}={values}")
+    return " ".join(["sweep", *parts])[:MAX_NAME]
 
 
 @dataclass
@@ -68,10 +81,12 @@ class SweepCallback(Callback):
         # Swept keys come from the command line and from hydra.sweeper.params (experiments).
         params = config.hydra.sweeper.get("params") or {}
         swept = {**{str(k): str(v) for k, v in params.items()}, **swept_overrides(task)}
-        name = " ".join(f"{k}={v}" for k, v in swept.items()) or "sweep"
-        tags = {RUN_KIND_TAG: "sweep", OVERRIDES_TAG: redact(" ".join(task))}
+        name = sweep_name({key: redact(values) for key, values in swept.items()})
+        shown = [redact(o) for o in task]
+        tags = {RUN_KIND_TAG: "sweep", OVERRIDES_TAG: " ".join(shown),
+                **source_tags("-m", *shown)}
         params = {f"sweep.{key}": values for key, values in swept.items()}
-        run_id = tracker.open_sweep(spec, RunSpec(f"sweep {name}"[:MAX_NAME], params, tags),
+        run_id = tracker.open_sweep(spec, RunSpec(name, params, tags),
                                     str(config.hydra.sweep.dir))
         self._open = _OpenSweep(spec, run_id, list(swept), config.get("resume") is True)
         atexit.register(self._close, "FAILED")

@@ -20,6 +20,9 @@ from wdexp.tracking.records import (
     SUMMARY_METRICS,
     RunSpec,
     Step,
+    override_key,
+    short_key,
+    source_tags,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +33,11 @@ if TYPE_CHECKING:
 SEND_EVERY_S = 0.5  # metric batches reach the store at least this often, plus its write time
 SEND_STEPS = 256
 FIGURE_POINTS = 2000  # per arm, evenly spaced, however long the run
+# Overrides a pair's name already shows (study.name), or that change where, not what, it runs.
+NAMED = {"model", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.decay_mode",
+         "seed", "experiment", "resume", "device"}
+UNNAMED_PREFIXES = ("tracking.", "paths.", "hydra.", "hydra/")
+WEIGHT_DECAY = "optimizer.weight_decay"
 
 log = logging.getLogger("wdexp")
 
@@ -40,21 +48,32 @@ def describe(study: Study, config: dict[str, Any],
 
     ``config`` is the loggable (already redacted) resolved config. Arm runs carry the same
     params as the pair, with the arm's effective ``optimizer.weight_decay``, so arms of any two
-    pairs compare directly in the MLflow UI.
+    pairs compare directly in the MLflow UI. The pair's name adds every override its study name
+    does not show (``epochs=100``), so the pairs of any sweep are told apart by name.
     """
     params = flatten(config)
+    shown = [redact(o) for o in overrides]
+    extra = [f"{short_key(override_key(o))}={o.split('=', 1)[1]}" for o in shown
+             if "=" in o and override_key(o) not in NAMED
+             and not override_key(o).startswith(UNNAMED_PREFIXES)]
     context = {
         RUN_KIND_TAG: "pair",
         "wdexp.model": study.labels["model"],
         "wdexp.optimizer": study.labels["optimizer"],
-        OVERRIDES_TAG: " ".join(redact(o) for o in overrides),
+        OVERRIDES_TAG: " ".join(shown),
         CONFIG_HASH_TAG: config_hash(config),
+        **source_tags(*shown),
     }
-    pair = RunSpec(study.name, params, context)
+    pair = RunSpec(" ".join([study.name, *extra]), params, context)
     arms = {}
     for arm in study.arms:
-        arm_params = {**params, "optimizer.weight_decay": str(arm.weight_decay), "arm": arm.name}
-        arm_tags = {**context, RUN_KIND_TAG: "arm", ARM_TAG: arm.name}
+        arm_overrides = shown
+        if arm.weight_decay != study.optimizer.weight_decay:  # the baseline: what it really ran
+            arm_overrides = [*(o for o in shown if override_key(o) != WEIGHT_DECAY),
+                             f"{WEIGHT_DECAY}={arm.weight_decay:g}"]
+        arm_params = {**params, WEIGHT_DECAY: str(arm.weight_decay), "arm": arm.name}
+        arm_tags = {**context, RUN_KIND_TAG: "arm", ARM_TAG: arm.name,
+                    OVERRIDES_TAG: " ".join(arm_overrides)}
         arms[arm.name] = RunSpec(f"{arm.name} (wd={arm.weight_decay:g})", arm_params, arm_tags)
     return pair, arms
 

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +23,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from wdexp.config import ConfigError, TrackingSpec, redact
+from wdexp.tracking import view
 from wdexp.tracking.records import CONFIG_HASH_TAG, RUN_KIND_TAG, SWEEP_KEY_TAG, RunSpec, sweep_key
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 SEARCH_PAGE = 1000
-# What wdexp's experiments are: MLflow's UI opens a model-training experiment on its runs table
-# (without the tag it guesses, and may open its GenAI traces view instead).
-EXPERIMENT_TAGS = {
-    "mlflow.experimentKind": "custom_model_development",
-    "mlflow.note.content": "Paired weight-decay runs from wdexp: each pair run holds a baseline "
-                           "arm (weight decay 0) and a decay arm trained from one init.",
-}
 # The first contact with a server makes no retries: a wrong URI fails in seconds, not minutes.
 PREFLIGHT_TIMEOUT_S = 10
 
@@ -133,13 +128,19 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
             if experiment is None and create:
                 try:
                     client.create_experiment(spec.experiment, artifact_location=artifact_location,
-                                             tags=EXPERIMENT_TAGS)
+                                             tags=view.experiment_tags(_now_ms()))
                 except MlflowException as error:  # created meanwhile by another job
                     if error.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise ConfigError("tracking.experiment",
                                           f"cannot be created: {one_line(error)}",
                                           spec.experiment) from None
                 experiment = client.get_experiment_by_name(spec.experiment)
+            elif (create and experiment is not None and experiment.lifecycle_stage == "active"
+                  and view.VIEW_TAG not in experiment.tags):
+                # An experiment made before wdexp set these, or by someone else: add them.
+                for key, value in view.experiment_tags(_now_ms()).items():
+                    if key not in experiment.tags:
+                        client.set_experiment_tag(experiment.experiment_id, key, value)
     except ConfigError:
         raise
     except Exception as error:  # any other failure to reach the store is the URI's
@@ -151,6 +152,10 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
         raise ConfigError("tracking.experiment", "is deleted in this store; restore it or pick "
                           "another name", spec.experiment)
     return Store(client, experiment.experiment_id, spec.uri)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def one_line(error: BaseException) -> str:

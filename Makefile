@@ -3,13 +3,19 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 5000
+STORE  ?= sqlite:///$(CURDIR)/mlflow.db
 # The CPU build of torch. Here pip finds it on disk; elsewhere add the CPU wheel index, e.g.
 #   make run TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.wdexp-installed
 
-.PHONY: setup run test test-fast lint ui bench clean
+.PHONY: help setup run test test-fast lint ui bench clean
+.DEFAULT_GOAL := help
+
+## help: list these targets
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed -e 's/^## /  make /'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,30 +23,33 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+## setup: create .venv and install wdexp with torch (CPU) and the test tools, once
 setup: $(STAMP)
 
-## make run ARGS="optimizer.weight_decay=0.1": the paired comparison into ./mlflow.db
+## run [ARGS="optimizer.weight_decay=0.1"]: one paired comparison into ./mlflow.db
 run: setup
 	$(PY) -m wdexp.train $(ARGS)
 
-## make test: the whole suite; make test-fast skips tests marked slow
+## test [PYTEST_ARGS=…]: the whole test suite (about 20 minutes on 2 cores)
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## test-fast: the suite without the tests marked slow
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+## lint: ruff
 lint: setup
 	$(VENV)/bin/ruff check .
 
-## make ui [PORT=5001]: the MLflow UI for ./mlflow.db on 127.0.0.1
+## ui [PORT=5001] [STORE=uri]: the MLflow UI for ./mlflow.db on 127.0.0.1, with a link to the comparison
 ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
-		--host 127.0.0.1 --port $(PORT)
+	$(PY) -m wdexp.ui --store "$(STORE)" --port $(PORT)
 
-## make bench [BENCH_ARGS="--smoke"]: wdexp against its reference scripts, a markdown table
+## bench [BENCH_ARGS="--smoke"]: wdexp against its reference scripts, a markdown table
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
+## clean: remove .venv, outputs/, multirun/ and caches (mlflow.db and mlartifacts/ stay)
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache *.egg-info

@@ -39,7 +39,7 @@ def _view_state() -> str:
         "searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
         "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
         "modelVersionFilter": "All Runs", "selectedColumns": list(VIEW_COLUMNS),
-        "columnOrder": [], "columnWidths": {"tags.`mlflow.runName`": 280},
+        "columnOrder": [], "columnWidths": {},
     }
     packed = zlib.compress(json.dumps(state, separators=(",", ":")).encode())
     return "deflate;" + base64.b64encode(packed).decode()

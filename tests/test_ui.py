@@ -52,11 +52,12 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     """A store with a lone pair and a two-pair sweep, served by `make ui` on a free port."""
     folder = tmp_path_factory.mktemp("ui")
     store_uri = f"sqlite:///{folder}/mlflow.db"
-    lone = subprocess.run([PYTHON, "-m", "wdexp.train", f"tracking.uri={store_uri}", "epochs=3",
+    # The README's first two commands, as its screenshots show them.
+    lone = subprocess.run([PYTHON, "-m", "wdexp.train", f"tracking.uri={store_uri}",
                            f"hydra.run.dir={folder}/run"], capture_output=True, text=True,
                           cwd=folder, timeout=120, env=child_env())
     assert lone.returncode == 0, lone.stderr
-    swept = multirun("optimizer.weight_decay=0.1,0.5", "epochs=3", tmp_path=folder,
+    swept = multirun("optimizer.weight_decay=0,0.001,0.01,0.1", tmp_path=folder,
                      store_uri=store_uri)
     assert swept.returncode == 0, swept.stderr
     reader = StoreReader(store_uri)
@@ -127,15 +128,15 @@ def test_the_ui_opens_on_the_runs_with_each_pairs_result_its_arms_and_figures(ui
         final = f"{lone.data.metrics['decay.final_loss']:.6}"[:6]
         row = page.get_by_role("row").filter(has_text=lone.info.run_name)
         expect(page.get_by_role("row").filter(has_text=final).first).to_be_visible()
-        close = page.get_by_role("button", name="Close")  # MLflow's assistant panel
-        if close.count():
-            close.first.click()
-        page.screenshot(path=str(shots / "ui-runs.png"))
 
         # The pair's "+" expands into its two arms.
         row.first.locator('[col-id="attributes.`Run Name`"] button').first.click()
         for arm in ("baseline (wd=0)", "decay (wd=0.01)"):
             expect(page.get_by_role("link", name=arm, exact=True)).to_be_visible()
+        close = page.get_by_role("button", name="Close")  # MLflow's assistant panel, if open
+        if close.count():
+            close.first.click()
+        page.screenshot(path=str(shots / "ui-runs.png"))
 
         # The pair's figures render in its Artifacts tab.
         page.get_by_role("link", name=lone.info.run_name, exact=True).click()

@@ -20,6 +20,7 @@ from wdexp.tracking.store import Store, connect, quoted, search_all
 ARMS = ("baseline", "decay")
 PAIR_METRICS = tuple(f"final_{name}" for name in SUMMARY_METRICS)
 SEED = "seed"
+GROUPS = ("model", "optimizer")  # config groups: each pair run tags its choice
 
 
 def open_store(uri: str = f"sqlite:///{ROOT}/mlflow.db",
@@ -63,6 +64,18 @@ def pair_table(store: Store, sweep_run_id: str | None = None,
                *(f"{arm}.{name}" for arm in ARMS
                  for name in (*names, "diverged"))]
     return pd.DataFrame(rows, columns=columns)
+
+
+def config_values(store: Store, sweep_run_id: str | None = None) -> dict[str, set[str]]:
+    """Each config key the pair runs (of one sweep, if given) recorded — every param, and the
+    group choices ``model`` and ``optimizer`` — with the values recorded for it, as strings."""
+    values: dict[str, set[str]] = {}
+    for run in search_all(store, _query("pair", sweep_run_id)):
+        groups = {group: run.data.tags.get(f"wdexp.{group}") for group in GROUPS}
+        for key, value in {**groups, **run.data.params}.items():
+            if value is not None:
+                values.setdefault(key, set()).add(value)
+    return values
 
 
 def arm_table(store: Store, sweep: str | None = None) -> pd.DataFrame:

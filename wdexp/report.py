@@ -2,66 +2,192 @@
 
 Takes the same ``tracking.uri=`` / ``tracking.experiment=`` overrides as ``wdexp.train``::
 
-    python -m wdexp.report                                  # every pair, as a table
-    python -m wdexp.report report.sweep=<sweep run id or name>
+    python -m wdexp.report                                  # every pair, in 100 columns
+    python -m wdexp.report report.sweep=latest              # the most recently started sweep
+    python -m wdexp.report "report.sweep=sweep optimizer.weight_decay=0,0.1"  # by name or run id
+    python -m wdexp.report report.columns=all               # every column, full names
+    python -m wdexp.report "report.columns=[epochs,weight_decay,decay.final_loss]"
     python -m wdexp.report report.format=csv report.output=pairs.csv
 
-A sweep that varies ``seed`` is reported one row per setting, as mean and standard deviation
-over its seeds (``report.seeds=each`` for one row per pair).
+The table (``report.columns=brief``) shows the config keys, group choices (``model``,
+``optimizer``) included, whose value differs between the listed pairs — not ``tracking.*``,
+``paths.*``, ``resume``, nor a group's ``_target_`` where its choice differs — each under its
+last dotted component (``weight_decay``, ``epochs``; the full key where two would clash), then
+each arm's final values to 4 significant digits, wider tables wrapped at 100 columns:
+
+    base.loss, decay.loss              final train loss (models without test metrics)
+    base.test_loss, decay.test_loss    final test loss (models with test metrics: the mlp)
+    base.test_acc, decay.test_acc      final test accuracy (the mlp)
+    base.norm, decay.norm              final weight norm
+    base.diverged, decay.diverged      only when some pair diverged
+    status                             only when some pair is not FINISHED
+
+``report.columns=all`` (and CSV, at full precision) has every column under its full name: run
+id, status, model, optimizer, decay mode, lr, weight decay, seed, the differing keys and
+``baseline.final_loss``, ``decay.final_weight_norm``, … A list picks columns: any of ``all``'s,
+or any config key the pairs recorded (``optimizer.momentum``).
+
+Nothing is written but the table, to standard output or ``report.output``: no log file, log
+messages on standard error.
+
+A sweep that varies ``seed`` is reported one row per setting, with ``seeds`` (how many) and the
+mean and standard deviation over its seeds: ``mean±std`` in the brief table, ``<column>.std``
+columns otherwise (``report.seeds=each`` for one row per pair).
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
-from wdexp.analysis import SEED, over_seeds, pair_table
-from wdexp.config import ConfigError, parse_tracking
+from wdexp.analysis import ARMS, SEED, config_values, over_seeds, pair_table
+from wdexp.config import ROOT, ConfigError, parse_tracking
 from wdexp.lifecycle import job, run_main
 from wdexp.tracking.records import RUN_KIND_TAG
 from wdexp.tracking.store import Store, connect, search_all
 
-# Config keys shown for every pair, under short column names.
+# Config keys in every `all` table, under these names.
 COLUMNS = {"model": "model", "optimizer": "optimizer", "optimizer.decay_mode": "decay_mode",
            "optimizer.lr": "lr", "optimizer.weight_decay": "weight_decay", "seed": "seed"}
+# Where a run's results went, not what it computed: never a column of their own.
+NOT_SETTINGS = ("tracking.", "paths.", "resume")
 FORMATS = ("table", "csv")
 SEEDS = ("aggregate", "each")
+WIDTH = 100
+# The brief table's names: arm prefixes and metric suffixes.
+ARM_NAMES = {"baseline": "base", "decay": "decay"}
+METRIC_NAMES = {"final_loss": "loss", "final_test_loss": "test_loss",
+                "final_test_accuracy": "test_acc", "final_weight_norm": "norm"}
+SWEEP_OVERRIDE = re.compile(r"(\+{0,2}report\.sweep=)(.*)", re.DOTALL)
+
+
+@dataclass
+class Pairs:
+    table: pd.DataFrame  # every column: config keys under their column names, metrics full
+    keys: dict[str, str]  # each config key in the table → its column name
+    recorded: list[str]  # every config key the listed pairs recorded
 
 
 def find_sweep(store: Store, ref: str) -> tuple[str, list[str]]:
-    """A sweep run's id and swept keys, given its id or its name (the latest of that name)."""
-    sweeps = search_all(store, f"tags.`{RUN_KIND_TAG}` = 'sweep'")
+    """A sweep run's id and swept keys, given its id, its name (the latest of that name) or
+    ``latest`` (the most recently started sweep run)."""
+    sweeps = search_all(store, f"tags.`{RUN_KIND_TAG}` = 'sweep'")  # oldest first
     for run in reversed(sweeps):
-        if ref in (run.info.run_id, run.info.run_name):
+        if ref in (run.info.run_id, run.info.run_name, "latest"):
             keys = [key.removeprefix("sweep.") for key in run.data.params
                     if key.startswith("sweep.")]
             return run.info.run_id, keys
     raise ConfigError("report.sweep", "names no sweep run in this experiment", ref)
 
 
-def report(store: Store, sweep: str | None = None, seeds: str = "aggregate") -> pd.DataFrame:
+def names(keys: Sequence[str]) -> dict[str, str]:
+    """Each key's column: its COLUMNS name or last dotted component, the full key on a clash."""
+    short = {key: COLUMNS.get(key, key.rsplit(".", 1)[-1]) for key in keys}
+    counts = Counter(short.values())
+    return {key: name if counts[name] == 1 else key for key, name in short.items()}
+
+
+def pairs(store: Store, sweep: str | None = None, seeds: str = "aggregate",
+          extra: Sequence[str] = ()) -> Pairs:
+    """The pairs (of one sweep) with COLUMNS, the swept keys, every config key that differs
+    between them and those of ``extra`` that they recorded."""
     sweep_id, swept = find_sweep(store, sweep) if sweep else (None, [])
-    keys = [*COLUMNS, *(key for key in swept if key not in COLUMNS)]
+    recorded = {key: values for key, values in config_values(store, sweep_id).items()
+                if not key.startswith(NOT_SETTINGS)}
+    differing = {key for key, values in recorded.items() if len(values) > 1}
+    keys = list(dict.fromkeys([
+        *COLUMNS, *swept, *sorted(key for key in differing if not _redundant(key, differing)),
+        *(key for key in extra if key in recorded)]))
     table = pair_table(store, sweep_id, keys=keys).drop(columns=["run_name"])
     if SEED in swept and seeds == "aggregate":
         # Within one sweep only the swept keys differ, so equal keys but the seed = one setting.
         table = over_seeds(table.drop(columns=["run_id", "status"]), keys)
-    return table.rename(columns=COLUMNS)
+    columns = {key: name for key, name in names(keys).items() if key in table.columns}
+    return Pairs(table.rename(columns=columns), columns, sorted(recorded))
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
+def _redundant(key: str, differing: set[str]) -> bool:
+    # A group's class path differs with its choice (model=mlp): the choice's column says it.
+    group, _, leaf = key.partition(".")
+    return leaf == "_target_" and group in differing
+
+
+def report(store: Store, sweep: str | None = None, seeds: str = "aggregate") -> pd.DataFrame:
+    """Every column of the pairs (of one sweep), as ``report.columns=all`` shows them."""
+    return pairs(store, sweep, seeds).table
+
+
+def pick(found: Pairs, wanted: Sequence[str]) -> pd.DataFrame:
+    """The columns named in ``wanted``: column names, or config keys by their full name."""
+    column = {**{name: name for name in found.table.columns}, **found.keys}
+    unknown = [name for name in wanted if name not in column]
+    if unknown:
+        available = [*found.table.columns, *(k for k in found.recorded if k not in column)]
+        raise ConfigError("report.columns", "must be brief, all or a list of these columns: "
+                          + ", ".join(available), unknown[0] if len(unknown) == 1 else unknown)
+    return found.table[[column[name] for name in wanted]].set_axis(list(wanted), axis=1)
+
+
+def brief(found: Pairs) -> pd.DataFrame:
+    """The 100-column table: differing keys, then each arm's final values as text."""
+    table = found.table
+    shown = {name: table[name] for name in found.keys.values() if table[name].nunique() > 1}
+    if "status" in table and table["status"].ne("FINISHED").any():
+        shown["status"] = table["status"]
+    if "seeds" in table:
+        shown["seeds"] = table["seeds"]
+    # Test metrics replace the train loss, which stays for pairs of models without them.
+    test = table.get("decay.final_test_loss")
+    train_only = test is None or (table["decay.final_loss"].notna() & test.isna()).any()
+    metrics = [*(["final_loss"] if train_only else []),
+               *([] if test is None else ["final_test_loss", "final_test_accuracy"]),
+               "final_weight_norm"]
+    for metric in metrics:
+        for arm in ARMS:
+            column = f"{arm}.{metric}"
+            shown[f"{ARM_NAMES[arm]}.{METRIC_NAMES[metric]}"] = [
+                _value(mean, std) for mean, std in
+                zip(table[column], table.get(f"{column}.std", [None] * len(table)), strict=True)]
+    flags = [f"{arm}.diverged" for arm in ARMS]
+    if any(pd.to_numeric(table[flag], errors="coerce").gt(0).any() for flag in flags):
+        shown.update({f"{ARM_NAMES[arm]}.diverged": table[f"{arm}.diverged"] for arm in ARMS})
+    return pd.DataFrame(shown, index=table.index)
+
+
+def _value(mean: float, std: float | None) -> str:
+    if pd.isna(mean):
+        return "NaN"
+    return f"{mean:.4g}" if std is None or pd.isna(std) else f"{mean:.4g}±{std:.2g}"
+
+
+def render(table: pd.DataFrame, fmt: str, width: int | None = None) -> str:
     if fmt == "csv":
         return table.to_csv(index=False)
     if table.empty:
         return "no paired runs\n"
-    return table.to_string(index=False, float_format=lambda v: f"{v:.6g}") + "\n"
+    return table.to_string(index=False, float_format=lambda v: f"{v:.6g}",
+                           line_width=width) + "\n"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+def _columns(value: object) -> str | list[str]:
+    if isinstance(value, str):
+        return value if value in ("brief", "all") else [value]
+    if isinstance(value, ListConfig | list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError("report.columns", "must be brief, all or a list of column names", value)
+
+
+# An absolute path: a console entry imports this module, whose relative "../conf" Hydra
+# would then look for as a Python package.
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="report")
 def main(cfg: DictConfig) -> None:
     with job(multirun=False):
         fmt = cfg.report.format
@@ -70,13 +196,56 @@ def main(cfg: DictConfig) -> None:
         if cfg.report.seeds not in SEEDS:
             raise ConfigError("report.seeds", f"must be one of {', '.join(SEEDS)}",
                               cfg.report.seeds)
+        columns = _columns(cfg.report.columns)
         store = connect(parse_tracking(cfg), create=False)
-        text = render(report(store, cfg.report.sweep, cfg.report.seeds), fmt)
+        sweep = None if cfg.report.sweep is None else str(cfg.report.sweep)
+        found = pairs(store, sweep, cfg.report.seeds,
+                      extra=columns if isinstance(columns, list) else ())
+        if isinstance(columns, list):
+            text = render(pick(found, columns), fmt, WIDTH)
+        elif columns == "brief" and fmt == "table":
+            text = render(brief(found), fmt, WIDTH)
+        else:  # all, and CSV unless a list picks its columns
+            text = render(found.table, fmt)
         if cfg.report.output:
             Path(cfg.report.output).write_text(text)
         else:
             sys.stdout.write(text)
 
 
-if __name__ == "__main__":
+def hydra_quoted(value: str) -> str:
+    """``value`` as a single-quoted string of Hydra's override grammar, read back unchanged."""
+    # OmegaConf reads ${ as an interpolation: \${ is a literal one, and backslashes before it
+    # pair up.
+    value = re.sub(r"(\\*)\$\{", lambda m: m[1] * 2 + "\\${", value)
+    # Hydra keeps a quoted string's backslashes as they are, except a run before a quote or at
+    # the end, which pair up (an odd one escapes the quote).
+    value = re.sub(r"(\\*)('|\Z)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value)
+    return f"'{value}'"
+
+
+def quote_sweep(argv: Sequence[str]) -> list[str]:
+    """``report.sweep=VALUE`` with VALUE quoted for Hydra, which would read the commas and ``=``
+    of a sweep's name as a list or a second override: one level of shell quotes is enough.
+    ``null``, an empty value and a value already in quotes pass as they are."""
+    def quote(arg: str) -> str:
+        match = SWEEP_OVERRIDE.fullmatch(arg)
+        if match is None:
+            return arg
+        prefix, value = match.groups()
+        quoted = len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]
+        if quoted or value in ("", "null"):
+            return arg
+        return prefix + hydra_quoted(value)
+
+    return [quote(arg) for arg in argv]
+
+
+def cli() -> None:
+    """The ``wdexp-report`` console entry: ``python -m wdexp.report``."""
+    sys.argv[1:] = quote_sweep(sys.argv[1:])
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

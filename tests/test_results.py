@@ -125,3 +125,28 @@ def test_arm_table_and_histories_read_back_what_was_logged(run_job, read_store, 
     assert list(pivot.index) == list(range(5))
     for run_id in arms["run_id"]:
         assert list(zip(pivot.index, pivot[run_id], strict=True)) == reader.history(run_id, "loss")
+
+
+def test_the_readmes_notebook_recipe_finds_the_latest_sweep_and_labels_curves_by_arm(
+        tmp_path, store_uri):
+    swept = multirun("optimizer.weight_decay=0.1,0.5", "epochs=3", tmp_path=tmp_path,
+                     store_uri=store_uri)
+    assert swept.returncode == 0, swept.stderr
+    store = analysis.open_store(store_uri)
+    sweep_id, swept_keys = analysis.find_sweep(store)  # the latest sweep
+    assert swept_keys == ["optimizer.weight_decay"]
+    assert sweep_id == StoreReader(store_uri).runs("sweep")[0].info.run_id
+    pairs = analysis.pair_table(store, sweep_id, keys=swept_keys)
+    assert sorted(pairs["optimizer.weight_decay"]) == [0.1, 0.5]
+    arms = analysis.arm_table(store, sweep=sweep_id)
+    curves = analysis.histories(store, arms["run_id"], keys=["loss", "w_1"])
+    loss = curves[curves.key == "loss"].merge(arms[["run_id", "run_name"]])
+    table = loss.pivot_table(index="step", columns="run_name", values="value")
+    # Both baselines are one curve (same init, same seed): one legend entry, their values.
+    assert sorted(table.columns) == ["baseline (wd=0)", "decay (wd=0.1)", "decay (wd=0.5)"]
+    reader = StoreReader(store_uri)
+    for _, arm in arms.iterrows():
+        assert list(table[arm["run_name"]]) == [v for _, v in reader.history(arm["run_id"],
+                                                                            "loss")]
+    with pytest.raises(LookupError):
+        analysis.find_sweep(store, "no such sweep")

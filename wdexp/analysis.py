@@ -36,6 +36,18 @@ def _query(kind: str, parent_id: str | None) -> str:
     return query
 
 
+def find_sweep(store: Store, ref: str = "latest") -> tuple[str, list[str]]:
+    """A sweep run's id and swept keys, given its run id, its name (the latest of that name) or
+    ``latest`` (the most recently started sweep run); LookupError if there is none."""
+    sweeps = search_all(store, f"tags.`{RUN_KIND_TAG}` = 'sweep'")  # oldest first
+    for run in reversed(sweeps):
+        if ref in (run.info.run_id, run.info.run_name, "latest"):
+            keys = [key.removeprefix("sweep.") for key in run.data.params
+                    if key.startswith("sweep.")]
+            return run.info.run_id, keys
+    raise LookupError(f"no sweep run {ref!r} in this experiment")
+
+
 def pair_table(store: Store, sweep_run_id: str | None = None,
                keys: Sequence[str] = ()) -> pd.DataFrame:
     """One row per pair run (of one sweep, if given): ``keys`` (config keys such as
@@ -80,7 +92,8 @@ def config_values(store: Store, sweep_run_id: str | None = None) -> dict[str, se
 
 def arm_table(store: Store, sweep: str | None = None) -> pd.DataFrame:
     """One row per arm run (of one sweep's pairs, if ``sweep`` is its run id): ``run_id``,
-    ``pair_id``, ``arm``, ``status``, ``diverged``, every param under its config key
+    ``run_name`` (e.g. ``decay (wd=0.1)``, a legend label), ``pair_id``, ``arm``, ``status``,
+    ``diverged``, every param under its config key
     (``optimizer.lr``, ``seed``, …; numbers as numbers) and every metric's final value."""
     pair_ids = None
     if sweep is not None:
@@ -90,7 +103,8 @@ def arm_table(store: Store, sweep: str | None = None) -> pd.DataFrame:
         tags = run.data.tags
         if pair_ids is not None and tags.get("mlflow.parentRunId") not in pair_ids:
             continue
-        rows.append({"run_id": run.info.run_id, "pair_id": tags.get("mlflow.parentRunId"),
+        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
+                     "pair_id": tags.get("mlflow.parentRunId"),
                      "arm": tags.get(ARM_TAG), "status": run.info.status,
                      "diverged": tags.get(DIVERGED_TAG) == "true",
                      **{key: _number(value) for key, value in run.data.params.items()

@@ -49,10 +49,10 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig
 
 from wdexp.analysis import ARMS, SEED, config_values, over_seeds, pair_table
+from wdexp.analysis import find_sweep as analysis_find_sweep
 from wdexp.config import ROOT, ConfigError, parse_tracking
 from wdexp.lifecycle import job, run_main
-from wdexp.tracking.records import RUN_KIND_TAG
-from wdexp.tracking.store import Store, connect, search_all
+from wdexp.tracking.store import Store, connect
 
 # Config keys in every `all` table, under these names.
 COLUMNS = {"model": "model", "optimizer": "optimizer", "optimizer.decay_mode": "decay_mode",
@@ -77,15 +77,10 @@ class Pairs:
 
 
 def find_sweep(store: Store, ref: str) -> tuple[str, list[str]]:
-    """A sweep run's id and swept keys, given its id, its name (the latest of that name) or
-    ``latest`` (the most recently started sweep run)."""
-    sweeps = search_all(store, f"tags.`{RUN_KIND_TAG}` = 'sweep'")  # oldest first
-    for run in reversed(sweeps):
-        if ref in (run.info.run_id, run.info.run_name, "latest"):
-            keys = [key.removeprefix("sweep.") for key in run.data.params
-                    if key.startswith("sweep.")]
-            return run.info.run_id, keys
-    raise ConfigError("report.sweep", "names no sweep run in this experiment", ref)
+    try:
+        return analysis_find_sweep(store, ref)
+    except LookupError:
+        raise ConfigError("report.sweep", "names no sweep run in this experiment", ref) from None
 
 
 def names(keys: Sequence[str]) -> dict[str, str]:

@@ -137,9 +137,22 @@ def test_the_ui_opens_on_the_runs_with_each_pairs_result_its_arms_and_figures(ui
         if close.count():
             close.first.click()
         page.screenshot(path=str(shots / "ui-runs.png"))
+        # The sweep's "+" expands into its pairs, each with its arms' final values.
+        (sweep,) = ui.store.runs("sweep")
+        page.get_by_role("row").filter(has_text=sweep.info.run_name).first.locator(
+            '[col-id="attributes.`Run Name`"] button').first.click()
+        for pair_id in ui.sweep_pairs:
+            expect(page.locator(f'a[href$="/runs/{pair_id}"]')).to_be_visible()
+
+        # The chart view: the arms' loss over the steps, found by the chart search.
+        page.locator("label:has(input[value=CHART])").first.click()
+        page.get_by_placeholder("Search metric charts").fill("loss")
+        expect(page.get_by_text("loss", exact=True).first).to_be_visible()
+        expect(page.get_by_text("Step", exact=True).first).to_be_visible()
+        page.locator("label:has(input[value=TABLE])").first.click()
 
         # The pair's figures render in its Artifacts tab.
-        page.get_by_role("link", name=lone.info.run_name, exact=True).click()
+        page.locator(f'a[href$="/runs/{ui.lone_pair}"]').click()
         page.get_by_role("tab", name="Artifacts").click()
         page.get_by_text("figures", exact=True).click()
         page.get_by_text("loss.png", exact=True).click()

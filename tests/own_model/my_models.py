@@ -1,0 +1,27 @@
+"""A user's own model, outside the wdexp package: what the README's "Your own model" shows."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Logistic(nn.Module):
+    """Full-batch logistic regression on fixed synthetic data, weights drawn from ``init_seed``."""
+
+    def __init__(self, n_samples: int = 200, n_features: int = 5, init_seed: int = 0) -> None:
+        super().__init__()
+        data = torch.Generator().manual_seed(1234)
+        self.register_buffer("x", torch.randn(n_samples, n_features, generator=data))
+        truth = torch.randn(n_features, generator=data)
+        self.register_buffer("y", (self.x @ truth > 0).float())
+        init = torch.Generator().manual_seed(init_seed)
+        self.w = nn.Parameter(torch.randn(n_features, generator=init))
+
+    def loss(self) -> Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(self.x @ self.w, self.y)
+
+    def metrics(self, loss: Tensor) -> dict[str, float]:
+        accuracy = ((self.x @ self.w > 0).float() == self.y).float().mean()
+        return {"loss": loss.item(), "accuracy": accuracy.item(),
+                "weight_norm": self.w.detach().norm().item()}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import PYTHON, StoreReader, child_env, cli, popen
+from wdexp.config import ROOT
 
 
 def test_help_describes_wdexp_groups_and_examples(tmp_path):
@@ -159,3 +161,33 @@ def test_importing_the_entrypoint_starts_no_process(tmp_path):
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=tmp_path, env=child_env())
     assert result.returncode == 0 and result.stdout.strip() == "idle", result.stderr
+
+
+def test_console_scripts_run_the_same_programs_as_python_m(tmp_path, store_uri):
+    scripts = Path(PYTHON).parent
+    train = subprocess.run([scripts / "wdexp-train", f"tracking.uri={store_uri}", "epochs=2",
+                            "optimizer.weight_decay=0.3", f"hydra.run.dir={tmp_path}/run"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                           env=child_env())
+    assert train.returncode == 0, train.stderr
+    (pair,) = StoreReader(store_uri).runs("pair")
+    assert pair.data.params["optimizer.weight_decay"] == "0.3"
+    assert (tmp_path / "run" / "train.log").exists()  # the job's name, as under python -m
+    report = subprocess.run([scripts / "wdexp-report", f"tracking.uri={store_uri}",
+                             "report.format=csv"], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=child_env())
+    assert report.returncode == 0, report.stderr
+    assert pair.info.run_id in report.stdout
+    ui = subprocess.run([scripts / "wdexp-ui", "--help"], capture_output=True, text=True,
+                        timeout=60, env=child_env())
+    assert ui.returncode == 0 and "--port" in ui.stdout
+
+
+def test_make_help_lists_every_target_with_one_line():
+    makefile = (ROOT / "Makefile").read_text()
+    targets = {m for m in re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE)}
+    result = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    listed = re.findall(r"^  make ([a-z-]+)\b.*: \S", result.stdout, re.MULTILINE)
+    assert sorted(listed) == sorted(targets)

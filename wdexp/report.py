@@ -180,8 +180,8 @@ def _columns(value: object) -> str | list[str]:
     raise ConfigError("report.columns", "must be brief, all or a list of column names", value)
 
 
-# An absolute path: a console entry imports this module, whose relative "../conf" Hydra
-# would then look for as a Python package.
+# An absolute path: called from an import (cli(), not run as __main__) Hydra would look for a
+# relative "../conf" as a Python package.
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="report")
 def main(cfg: DictConfig) -> None:
     with job(multirun=False):

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 import wdexp.figures  # noqa: F401
 from wdexp import engine, study
-from wdexp.config import config_hash, loggable, to_yaml
+from wdexp.config import ROOT, config_hash, loggable, to_yaml
 from wdexp.lifecycle import job, run_main
 from wdexp.progress import progress
 from wdexp.tracking import client, pair
@@ -56,7 +56,8 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
     return record.pair_id
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path, as in wdexp.report: found however this module is imported.
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     choices = {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()

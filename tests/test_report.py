@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,8 +15,9 @@ from wdexp import analysis
 from wdexp.config import ROOT, ConfigError
 from wdexp.report import Pairs, brief, pairs, pick, quote_sweep
 
-# How a user starts the report: `python -m wdexp.report`, or the console entry's function.
-REPORT, ENTRY = ("-m", "wdexp.report"), ("-c", "from wdexp.report import cli; cli()")
+# How a user starts the report: `python -m wdexp.report`, or the console script.
+REPORT = ("-m", "wdexp.report")
+ENTRY = (str(Path(PYTHON).parent / "wdexp-report"),)
 METRICS = [f"{arm}.{name}" for arm in ("baseline", "decay")
            for name in ("final_loss", "final_weight_norm", "diverged")]
 
@@ -27,7 +29,8 @@ def report(*args: str, cwd) -> subprocess.CompletedProcess[str]:
 def reports(*calls: Sequence[str], cwd) -> list[subprocess.CompletedProcess[str]]:
     """`python ARGS` for each call, one after the other (side by side, they wait on each other
     for the sqlite store)."""
-    return [subprocess.run([PYTHON, *args], capture_output=True, text=True, cwd=cwd,
+    return [subprocess.run([*(() if args[0] == ENTRY[0] else (PYTHON,)), *args],
+                           capture_output=True, text=True, cwd=cwd,
                            env=child_env(), timeout=120) for args in calls]
 
 
@@ -49,13 +52,12 @@ def test_report_csv_equals_the_store_and_filters_by_sweep(tmp_path, store_uri, r
     reader.client.set_terminated(older.info.run_id)
 
     name = sweep.info.run_name
-    assert name == "sweep optimizer.weight_decay=0,0.05"
+    assert name == "sweep wd=0,0.05"
     uri = f"tracking.uri={store_uri}"
     every, quoted, *others = reports(
         [*REPORT, uri, "report.format=csv", f"report.output={tmp_path}/all.csv"],
         [*REPORT, uri, f"report.sweep='{name}'"],
-        [*REPORT, uri, f"report.sweep={name}"],  # one level of shell quotes
-        [*ENTRY, uri, f"report.sweep={name}"],
+        [*ENTRY, uri, f"report.sweep={name}"],  # one level of shell quotes
         [*REPORT, uri, "report.sweep=latest"],
         [*REPORT, uri, f"report.sweep={sweep.info.run_id}"], cwd=tmp_path)
     assert every.returncode == 0, every.stderr

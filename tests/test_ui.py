@@ -49,7 +49,7 @@ def _wait_for_line(process: subprocess.Popen[str], deadline: float) -> str:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
-    """A store with a lone pair and a two-pair sweep, served by `make ui` on a free port."""
+    """A store with a lone pair and a four-pair sweep, served by `make ui` on a free port."""
     folder = tmp_path_factory.mktemp("ui")
     store_uri = f"sqlite:///{folder}/mlflow.db"
     # The README's first two commands, as its screenshots show them.
@@ -57,18 +57,19 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
                            f"hydra.run.dir={folder}/run"], capture_output=True, text=True,
                           cwd=folder, timeout=120, env=child_env())
     assert lone.returncode == 0, lone.stderr
-    swept = multirun("optimizer.weight_decay=0,0.001,0.01,0.1", tmp_path=folder,
-                     store_uri=store_uri)
-    assert swept.returncode == 0, swept.stderr
-    reader = StoreReader(store_uri)
-    pairs = reader.runs("pair")
-    lone_pair = [p.info.run_id for p in pairs if "mlflow.parentRunId" not in p.data.tags]
     port = free_port()
+    # The UI starts while the sweep runs: it reads the store live.
     process = subprocess.Popen(["make", "--no-print-directory", "ui", f"PORT={port}",
                                 f"STORE={store_uri}"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                env=child_env())
     try:
+        swept = multirun("optimizer.weight_decay=0,0.001,0.01,0.1", tmp_path=folder,
+                         store_uri=store_uri)
+        assert swept.returncode == 0, swept.stderr
+        reader = StoreReader(store_uri)
+        pairs = reader.runs("pair")
+        lone_pair = [p.info.run_id for p in pairs if "mlflow.parentRunId" not in p.data.tags]
         deadline = time.monotonic() + 120
         line = _wait_for_line(process, deadline)
         while not line.startswith("wdexp:"):  # make's own echo of the command comes first

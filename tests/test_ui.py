@@ -114,9 +114,23 @@ def test_the_ui_opens_on_the_runs_with_each_pairs_result_its_arms_and_figures(ui
         browser = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 720})
+        browser.set_default_timeout(60_000)
         page = browser.new_page()
-        page.set_default_timeout(60_000)
+        # Without wdexp's link MLflow 3.17 opens an experiment in its GenAI mode; its "Model
+        # training" switch shows the runs, and the Views menu offers the comparison view.
+        page.goto(ui.link.split("/#/")[0] + f"/#/experiments/{ui.store.experiment.experiment_id}")
+        expect(page.get_by_text("No data available for the selected time range").first
+               ).to_be_visible()
+        page.get_by_role("button", name="Got it").click()  # the "Detect Issues" pop-up
+        page.get_by_text("Model training", exact=True).click()
+        expect(page.get_by_text("Run Name", exact=True)).to_be_visible()
+        page.get_by_test_id("saved-views-trigger").click()
+        expect(page.get_by_text(view.VIEW_NAME, exact=True)).to_be_visible()
+        page.close()
+
+        page = browser.new_page()  # a new tab: the link loads the whole page, as pasted
         page.goto(ui.link)
+        expect(page.get_by_text("You're viewing a shared view", exact=False)).to_be_visible()
 
         # The runs table in the saved view, not the GenAI overview a bare link opens on.
         expect(page.get_by_text("Run Name", exact=True)).to_be_visible()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from wdexp.config import ROOT
+from wdexp.models import DigitsMLP, Quadratic, Ridge, contract
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 
@@ -97,3 +98,16 @@ def test_a_model_with_more_than_16_weights_logs_their_norm_not_each(run_job, rea
     keys = set(reader.arms(pair_id)["decay"].data.metrics)
     assert "weight_norm" in keys
     assert not any(key.startswith("w_") for key in keys)
+
+
+@pytest.mark.parametrize(("model", "capabilities"), [
+    (lambda: Quadratic([0.05, 1.0]), {"ClosedForm"}),
+    (lambda: Ridge(), {"ClosedForm", "KnownSolution", "Artifacts"}),
+    (lambda: DigitsMLP(), {"MiniBatched", "DefaultNoDecay"}),
+])
+def test_each_model_meets_the_contract_with_exactly_its_capabilities(model, capabilities):
+    built = model()
+    assert isinstance(built, contract.Model)
+    optional = {"MiniBatched", "KnownSolution", "ClosedForm", "Artifacts", "DefaultNoDecay"}
+    assert {name for name in optional if isinstance(built, getattr(contract, name))} == (
+        capabilities)

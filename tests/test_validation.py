@@ -50,9 +50,13 @@ BAD_INPUTS = [
     ("model.init=[0.5]", "model.init must have 2 entries, one per weight (got [0.5])"),
     ("model.init=[0.5,nan]", "model.init must be a non-empty list of finite numbers "
                              "(got [0.5, nan])"),
-    ("+model.width=3", "model.width is not an argument of wdexp.models.Quadratic (got 3)"),
+    ("+model.width=3", "model.width is not an argument of wdexp.models.quadratic.Quadratic "
+                      "(got 3)"),
     ("model._target_=torch.optim.SGD", "model._target_ must name a torch.nn.Module class "
                                        "(got 'torch.optim.SGD')"),
+    ("model._target_=torch.nn.Identity", "model._target_ must be a torch.nn.Module with loss() "
+                                         "and metrics(loss) (see wdexp.models.contract.Model) "
+                                         "(got 'torch.nn.Identity')"),
     ("optimizer.decay_mode=sideways", "optimizer.decay_mode must be one of native, coupled, "
                                       "decoupled, penalty (got 'sideways')"),
     ("optimizer.no_decay=bias", "optimizer.no_decay must be a list of parameter-name patterns "

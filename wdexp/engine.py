@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from wdexp.models.contract import MiniBatched
 from wdexp.study import Arm
 from wdexp.tracking.records import Step
 
@@ -52,7 +53,7 @@ def _distance(arm: Arm) -> float:
 
 
 def _update(arm: Arm, epoch: int) -> None:
-    if not hasattr(arm.model, "batches"):  # full batch: the recorded gradient is the step's
+    if not isinstance(arm.model, MiniBatched):  # full batch: the recorded gradient is the step's
         arm.decay.before_step()
         arm.optimizer.step()
         return

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from wdexp.config import ConfigError, finite_number, instantiable
 from wdexp.decay import MODES, WeightDecay, split_parameters
+from wdexp.models.contract import DefaultNoDecay
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class OptimizerSpec:
         """The torch optimizer over ``model`` and the decay applied around its steps."""
         no_decay = self.no_decay
         if no_decay is None:
-            no_decay = model.default_no_decay() if hasattr(model, "default_no_decay") else ()
+            no_decay = model.default_no_decay() if isinstance(model, DefaultNoDecay) else ()
         decayed, exempt = split_parameters(model, no_decay)
         decay = WeightDecay(self.decay_mode, self.weight_decay, self.lr, decayed)
         kwargs = {k: v for k, v in self.kwargs.items() if k != "weight_decay"}

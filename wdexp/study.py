@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
 from wdexp.decay import WeightDecay
+from wdexp.models.contract import Artifacts, ClosedForm, KnownSolution, MiniBatched, Model
 from wdexp.optimizers import OptimizerSpec, parse_optimizer
 
 BASELINE, DECAY = "baseline", "decay"
@@ -59,7 +60,7 @@ class Study:
     def artifacts(self) -> dict[str, str]:
         """Files the model asks to keep with the pair run (e.g. its data), name → text."""
         model = self.arms[0].model
-        return model.artifacts() if hasattr(model, "artifacts") else {}
+        return model.artifacts() if isinstance(model, Artifacts) else {}
 
     @property
     def name(self) -> str:
@@ -76,7 +77,7 @@ class Study:
         still hold the shared init the closed form starts from."""
         weight_decay = {arm.name: arm.weight_decay for arm in self.arms}
         model = self.arms[0].model
-        if not hasattr(model, "closed_form"):
+        if not isinstance(model, ClosedForm):
             return FigureSpec(self.name, weight_decay)
         form = model.closed_form()
         init = np.concatenate([p.detach().double().cpu().numpy().ravel()
@@ -95,7 +96,7 @@ class Study:
         (for SGD every decay mode is the same update)."""
         kwargs = self.optimizer.kwargs
         return (self.optimizer.cls is torch.optim.SGD and not kwargs.get("momentum")
-                and not kwargs.get("maximize") and not hasattr(self.arms[0].model, "batches")
+                and not kwargs.get("maximize") and not isinstance(self.arms[0].model, MiniBatched)
                 and all(len(arm.decay.decayed) == len(list(arm.model.parameters()))
                         for arm in self.arms))
 
@@ -123,6 +124,9 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
         model = cls(**kwargs)
     except ConfigError as error:
         raise error.within("model") from None
+    if not isinstance(model, Model):
+        raise ConfigError("model._target_", "must be a torch.nn.Module with loss() and "
+                          "metrics(loss) (see wdexp.models.contract.Model)", cfg.get("_target_"))
     return model.to(device)
 
 
@@ -146,7 +150,7 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
     arms = []
     for name, spec in ((BASELINE, optimizer.with_weight_decay(0.0)), (DECAY, optimizer)):
         arm_model = copy.deepcopy(model)
-        solution = (arm_model.solution(spec.weight_decay) if hasattr(arm_model, "solution")
-                    else None)
+        solution = (arm_model.solution(spec.weight_decay)
+                    if isinstance(arm_model, KnownSolution) else None)
         arms.append(Arm(name, spec.weight_decay, arm_model, *spec.build(arm_model), solution))
     return Study(job, optimizer, arms, labels)

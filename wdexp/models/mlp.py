@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from wdexp.config import finite_number, positive_int, torch_seed
-from wdexp.models import parse_dtype
+from wdexp.models.weights import parse_dtype
 
 
 class DigitsMLP(nn.Module):

@@ -13,21 +13,16 @@ import argparse
 import os
 import sys
 
-from wdexp.config import ROOT, TrackingSpec
+from wdexp.config import ROOT, ConfigError, TrackingSpec
 from wdexp.tracking import view
-from wdexp.tracking.store import sqlite_path
+from wdexp.tracking.store import connect
 
 DEFAULT_STORE = f"sqlite:///{ROOT}/mlflow.db"
 
 
 def experiment_id(store: str, experiment: str) -> str | None:
-    """The experiment's id, or None where the store or the experiment does not exist yet."""
-    db = sqlite_path(store)
-    if db is not None and not db.is_file():
-        return None
-    from wdexp.config import ConfigError
-    from wdexp.tracking.store import connect
-
+    """The experiment's id, or None where the store or the experiment does not exist yet (a
+    reader's connect creates nothing)."""
     try:
         return connect(TrackingSpec(store, experiment), create=False).experiment_id
     except ConfigError:

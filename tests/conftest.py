@@ -93,7 +93,8 @@ def compose_with_choices(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
     """The composed job config and its group choices (e.g. optimizer=sgd_wd), hydra node off."""
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if "/" not in k}
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items()
+               if "/" not in k and v is not None}
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, choices

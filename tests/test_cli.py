@@ -20,7 +20,9 @@ def test_help_describes_wdexp_groups_and_examples(tmp_path):
     text = result.stdout
     assert "wdexp: paired weight-decay experiments" in text
     assert "optimizer: adam, adamw, sgd, sgd_momentum, sgd_wd" in text
-    assert "model: mlp, quadratic, ridge" in text
+    assert "model: bn_mlp, cnn, mlp, quadratic, ridge" in text
+    assert "scheduler: constant, cosine, exponential, step, warmup_cosine" in text
+    assert "data: digits, mnist1d" in text
     assert "python -m wdexp.train optimizer.weight_decay=0.1" in text
 
 

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wdexp import data
 from wdexp.config import ROOT
-from wdexp.models import DigitsMLP, Quadratic, Ridge, contract
+from wdexp.models import MLP, Quadratic, Ridge, contract
+from wdexp.models.supervised import supervised
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 
@@ -103,11 +105,15 @@ def test_a_model_with_more_than_16_weights_logs_their_norm_not_each(run_job, rea
 @pytest.mark.parametrize(("model", "capabilities"), [
     (lambda: Quadratic([0.05, 1.0]), {"ClosedForm"}),
     (lambda: Ridge(), {"ClosedForm", "KnownSolution", "Artifacts"}),
-    (lambda: DigitsMLP(), {"MiniBatched", "DefaultNoDecay"}),
+    (lambda: supervised(MLP(64, 10), data.digits(), data.Task("mse", 32, 0, 10)),
+     {"MiniBatched", "DefaultNoDecay", "Identified"}),
+    (lambda: supervised(MLP(64, 10), data.digits(), data.Task("mse", None, 0, 10)),
+     {"DefaultNoDecay", "Identified"}),
 ])
 def test_each_model_meets_the_contract_with_exactly_its_capabilities(model, capabilities):
     built = model()
     assert isinstance(built, contract.Model)
-    optional = {"MiniBatched", "KnownSolution", "ClosedForm", "Artifacts", "DefaultNoDecay"}
+    optional = {"MiniBatched", "KnownSolution", "ClosedForm", "Artifacts", "DefaultNoDecay",
+                "Identified"}
     assert {name for name in optional if isinstance(built, getattr(contract, name))} == (
         capabilities)

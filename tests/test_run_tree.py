@@ -54,6 +54,8 @@ def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, rea
     assert logged == {
         "model": _conf("model/quadratic"),
         "optimizer": {**_conf("optimizer/sgd"), "weight_decay": 0.05},
+        "scheduler": _conf("scheduler/constant"),
+        "arms": {"baseline": {"optimizer": {"lr": 0.01, "weight_decay": 0}}},
         "tracking": {"uri": store_uri, "experiment": "weight-decay", "artifact_location": None,
                      "timeout_s": 60},
         "seed": 0, "epochs": 7, "device": "cpu", "resume": False,

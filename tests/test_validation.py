@@ -54,11 +54,43 @@ BAD_INPUTS = [
                       "(got 3)"),
     ("model._target_=torch.optim.SGD", "model._target_ must name a torch.nn.Module class "
                                        "(got 'torch.optim.SGD')"),
-    ("model._target_=torch.nn.Identity", "model._target_ must be a torch.nn.Module with loss() "
-                                         "and metrics(loss) (see wdexp.models.contract.Model) "
-                                         "(got 'torch.nn.Identity')"),
+    ("model._target_=torch.nn.Identity", "data must be chosen for model._target_=torch.nn."
+                                         "Identity, a plain nn.Module (e.g. data=digits or "
+                                         "data=mnist1d)"),
+    ("data=digits", "data is chosen, but model._target_ (wdexp.models.Quadratic) brings its "
+                     "own data and loss (it defines loss() and metrics()); drop the data choice"),
+    ("model=mlp data.loss=hinge", "data.loss must be one of cross_entropy, mse (got 'hinge')"),
+    ("model=mlp data.batch_size=0", "data.batch_size must be a positive integer (got 0)"),
+    ("model=mlp data.classes=5", "data.classes is too small for the data's labels (up to 9) "
+                                 "(got 5)"),
+    ("model=mlp data.features=63", "data.features does not match the data (64 features) "
+                                   "(got 63)"),
+    ("model=mlp data._target_=os.getcwd", "data.test_fraction is not an argument of posix."
+                                          "getcwd (got 0.25)"),
+    ("model=mlp +data.colour=red", "data.colour is not an argument of wdexp.data.digits "
+                                   "(got 'red')"),
+    ("model=mlp data=mnist1d +data.num_sample=9", "data.num_sample is not an argument of "
+                                                  "mnist1d's get_dataset_args() (got 9)"),
+    ("model=mlp model.hidden=[0]", "model.hidden must be a positive integer (got 0)"),
+    ("model=bn_mlp model.bn_eps=-1", "model.bn_eps must be a finite number >= 0 (got -1)"),
+    ("model=cnn model.in_features=2", "model.in_features is too short for three stride-2 "
+                                      "convolutions (got 2)"),
+    ("scheduler=cosine scheduler.T_max=0", "scheduler.T_max must be a positive integer (got 0)"),
+    ("scheduler=exponential scheduler.gamma=-1", "scheduler.gamma must be a finite number >= 0 "
+                                                 "(got -1)"),
+    ("scheduler._target_=torch.optim.SGD", "scheduler._target_ must name a torch.optim."
+                                           "lr_scheduler class or a function returning one "
+                                           "(got 'torch.optim.SGD')"),
+    ("+scheduler.optimizer=x", "scheduler.optimizer is the arm's optimizer, given by wdexp "
+                               "(got 'x')"),
+    ("arms.baseline.optimizer.lr=-1", "arms.baseline.optimizer.lr must be a finite number > 0 "
+                                      "(got -1)"),
+    ("+arms.baseline.model.hidden=3", "arms.baseline.model is not a group an arm can change "
+                                      "(optimizer, scheduler)"),
+    ("+arms.treated.optimizer.lr=3", "arms.treated is not an arm: only arms.baseline can be "
+                                     "set"),
     ("optimizer.decay_mode=sideways", "optimizer.decay_mode must be one of native, coupled, "
-                                      "decoupled, penalty (got 'sideways')"),
+                                      "decoupled, independent, penalty (got 'sideways')"),
     ("optimizer.no_decay=bias", "optimizer.no_decay must be a list of parameter-name patterns "
                                 "or null (got 'bias')"),
     ("model.dtype=float16", "model.dtype must be one of float32, float64 (got 'float16')"),
@@ -70,13 +102,13 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("override", "message"), BAD_INPUTS, ids=[o for o, _ in BAD_INPUTS])
 def test_bad_value_is_rejected_with_its_key(override, message):
     with pytest.raises(ConfigError) as caught:
-        study.build(compose_config(override))
+        study.build(compose_config(*override.split()))
     assert str(caught.value) == message
 
 
 @pytest.mark.parametrize("overrides", [
     ("model=ridge", "model.data_seed=18446744073709551616"),
-    ("model=mlp", "model.batch_seed=-9223372036854775809"),
+    ("model=mlp", "data.batch_seed=-9223372036854775809"),
 ])
 def test_model_seeds_are_checked_against_torchs_range(overrides):
     key = overrides[1].split("=")[0]

@@ -20,7 +20,7 @@ from wdexp.tracking.store import Store, connect, quoted, search_all
 ARMS = ("baseline", "decay")
 PAIR_METRICS = tuple(f"final_{name}" for name in SUMMARY_METRICS)
 SEED = "seed"
-GROUPS = ("model", "optimizer")  # config groups: each pair run tags its choice
+GROUPS = ("model", "data", "optimizer", "scheduler")  # each pair run tags its choices
 
 
 def open_store(uri: str = f"sqlite:///{ROOT}/mlflow.db",

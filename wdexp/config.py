@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from wdexp.credentials import redact, warn_once
@@ -104,25 +104,31 @@ def finite_list(key: str, value: Any, *, length: int | None = None) -> list[floa
 
 
 def instantiable(group: str, cfg: DictConfig, base: type, base_name: str, *,
-                 reserved: tuple[str, ...] = ()) -> tuple[type, dict[str, Any]]:
-    """``cfg._target_`` as a class (a subclass of ``base``, called ``base_name`` in errors) and
-    the group's other keys as its keyword arguments, each checked against the class's signature
-    — except ``reserved`` keys, which are wdexp's own and popped by the caller."""
+                 reserved: tuple[str, ...] = (), callable_target: bool = False,
+                 ) -> tuple[Any, dict[str, Any]]:
+    """``cfg._target_`` as a class (a subclass of ``base``, called ``base_name`` in errors; or,
+    with ``callable_target``, any callable) and the group's other keys as its keyword
+    arguments, each checked against its signature — except ``reserved`` keys, which are
+    wdexp's own and popped by the caller."""
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     target = kwargs.pop("_target_", None)
     try:
-        cls = get_class(target) if isinstance(target, str) else None
+        found = get_object(target) if isinstance(target, str) else None
     except Exception:
-        cls = None
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(f"{group}._target_", f"must name a {base_name} class", target)
-    parameters = inspect.signature(cls).parameters
+        found = None
+    if isinstance(found, type):
+        allowed = issubclass(found, base)
+    else:
+        allowed = callable_target and callable(found)
+    if not allowed:
+        raise ConfigError(f"{group}._target_", f"must name a {base_name}", target)
+    parameters = inspect.signature(found).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        name = f"{found.__module__}.{found.__qualname__}"
         for key, value in kwargs.items():
             if (key not in parameters or key == "params") and key not in reserved:
-                raise ConfigError(f"{group}.{key}", f"is not an argument of {cls.__module__}."
-                                  f"{cls.__qualname__}", value)
-    return cls, kwargs
+                raise ConfigError(f"{group}.{key}", f"is not an argument of {name}", value)
+    return found, kwargs
 
 
 DEFAULT_TIMEOUT_S = 60.0  # a store that answers nothing this long fails the job

@@ -11,10 +11,16 @@ for Adam a normalised moment estimate):
     :math:`g \leftarrow \nabla L(\theta) + \lambda\theta`, then the optimizer's update on
     :math:`g` — "L2 regularization" in Loshchilov & Hutter (2019).
 ``decoupled``
-    :math:`\theta \leftarrow \theta - \eta\lambda\theta`, then the optimizer's update on the raw
-    gradient :math:`\nabla L` taken before the shrink — PyTorch's AdamW convention. Note the
-    paper's decay :math:`\lambda_{paper}` is *not* scaled by :math:`\eta`; with a fixed learning
-    rate, :math:`\lambda_{paper} = \eta\lambda`.
+    :math:`\theta \leftarrow \theta - \eta_t\lambda\theta`, then the optimizer's update on the
+    raw gradient :math:`\nabla L` taken before the shrink — PyTorch's AdamW convention, with
+    :math:`\eta_t` the *current* learning rate (read from the parameter group at each step, so
+    a schedule scales the decay as it scales the update).
+``independent``
+    :math:`\theta \leftarrow \theta - s_t\lambda\theta`, then the update on :math:`\nabla L`
+    — the paper's decoupled rule (Loshchilov & Hutter, 2019, Algorithm 2), where the schedule
+    multiplier :math:`s_t = \eta_t / \eta_0` scales the decay but the learning rate does not:
+    :math:`\lambda` here is per step, and :math:`\lambda_{independent} = \eta_0\lambda_{decoupled}`
+    gives the same run. Under a schedule, changing :math:`\eta_0` leaves the decay alone.
 ``penalty``
     :math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2` is added to the loss that is differentiated;
     the optimizer runs with weight decay 0. The logged ``loss`` stays the unpenalised :math:`L`.
@@ -30,12 +36,12 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-MODES = ("native", "coupled", "decoupled", "penalty")
+MODES = ("native", "coupled", "decoupled", "independent", "penalty")
 
 
 def split_parameters(model: nn.Module, no_decay: Sequence[str],
@@ -56,8 +62,14 @@ class WeightDecay:
 
     mode: str
     weight_decay: float
-    lr: float
     decayed: list[nn.Parameter]
+    group: dict = field(default_factory=dict)  # the decayed parameter group, once bound
+    initial_lr: float = 1.0  # η_0, for independent decay's schedule multiplier
+
+    def bind(self, optimizer: torch.optim.Optimizer) -> None:
+        """Read the learning rate from ``optimizer``'s decayed group (its first) from now on."""
+        self.group = optimizer.param_groups[0]
+        self.initial_lr = self.group.get("initial_lr", self.group["lr"])
 
     @property
     def optimizer_weight_decay(self) -> float:
@@ -77,9 +89,12 @@ class WeightDecay:
             for p in self.decayed:
                 if p.grad is not None:
                     p.grad.add_(p, alpha=self.weight_decay)
-        elif self.mode == "decoupled":
+        elif self.mode in ("decoupled", "independent"):
+            # As torch's AdamW: one Python float factor from the group's current lr.
+            lr = self.group["lr"]
+            rate = lr if self.mode == "decoupled" else lr / self.initial_lr
             for p in self.decayed:
-                p.mul_(1 - self.lr * self.weight_decay)
+                p.mul_(1 - rate * self.weight_decay)
 
     def param_groups(self, exempt: Iterable[nn.Parameter]) -> list[dict]:
         groups = [{"params": self.decayed, "weight_decay": self.optimizer_weight_decay}]

@@ -1,14 +1,23 @@
 """Train the arms of a study in lockstep, as the seed notebook did.
 
-Each epoch, for each arm still running: compute the loss and its gradient, record the loss,
-weights and gradient (the state *before* this epoch's update), then update: one full-batch
-``step`` with that gradient, or — for a model with ``batches(epoch)`` — one step per mini-batch.
-Step ``t`` of the record is therefore the state after ``t`` updates: step 0 is the init, step
-``epochs`` the final weights, ``epochs + 1`` records in all.
+Full batch, each epoch, for each arm still running: compute the loss and its gradient, record
+the loss, weights and gradient (the state *before* this epoch's update), then take one
+``step`` with that gradient. Step ``t`` of the record is the state after ``t`` updates: step 0
+is the init, step ``epochs`` the final weights, ``epochs + 1`` records in all.
 
-Besides what the model reports, every record has ``grad_norm`` (of the unpenalised loss) and
-``decay_grad_ratio`` = ‖λθ‖ / ‖∇L‖, how strongly decay pulls against the loss; models with a
-closed-form solution add ``distance_to_solution`` = ‖θ - θ*_λ‖.
+Mini-batch models (``batches(epoch)``) take one step per mini-batch, and the record of step
+``t >= 1`` is the epoch that led there: ``loss`` is the mean of its mini-batch losses as they
+were computed for the updates (train mode), everything else (test metrics in eval mode, norms)
+describes the weights after it. Step 0 records a pass over epoch 0's batches that updates
+nothing (BatchNorm's running statistics are put back after it). Both arms draw the same
+random numbers (dropout masks): each has its own copy of torch's generator state, started
+from one.
+
+Besides what the model reports, every record has ``lr`` (the decayed group's current learning
+rate), ``grad_norm`` — of the unpenalised loss; for mini-batches, of the mean gradient over the
+epoch's steps — and ``decay_grad_ratio`` = ‖λθ‖ / ``grad_norm``, how strongly decay pulls
+against the loss; models with a closed-form solution add ``distance_to_solution`` = ‖θ - θ*_λ‖.
+A scheduler steps after every optimizer step.
 
 Divergence is a result: an arm whose loss or weights stop being finite is recorded as diverged
 at that step and stops; the other arms go on. Other non-finite values (a ratio over a zero
@@ -19,29 +28,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+from torch import Tensor
 
 from wdexp.models.contract import MiniBatched
 from wdexp.study import Arm
 from wdexp.tracking.records import Step
 
 
-def _gradient_metrics(arm: Arm) -> dict[str, float]:
+def _loss_gradients(arm: Arm) -> list[Tensor]:
+    """Each parameter's gradient of the loss alone: in penalty mode ``p.grad`` holds λθ too."""
     decay = arm.decay
     penalised = {id(p) for p in decay.decayed} if decay.mode == "penalty" else set()
     grads = []
     for p in arm.model.parameters():
-        if p.grad is None:
-            continue
-        # In penalty mode the gradient holds λθ too; report the loss's own gradient.
-        grads.append(p.grad - decay.weight_decay * p.detach() if id(p) in penalised else p.grad)
-    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
-                                                      for g in grads])) if grads else None
-    if grad_norm is None:
+        grad = torch.zeros_like(p) if p.grad is None else p.grad
+        grads.append(grad - decay.weight_decay * p.detach() if id(p) in penalised else grad)
+    return grads
+
+
+def _gradient_metrics(arm: Arm, grads: list[Tensor]) -> dict[str, float]:
+    if not grads:
         return {}
-    pull = decay.size()
-    values = torch.stack([grad_norm, pull.to(grad_norm)]).tolist()
+    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                      for g in grads]))
+    values = torch.stack([grad_norm, arm.decay.size().to(grad_norm)]).tolist()
     ratio = values[1] / values[0] if values[0] else (0.0 if not values[1] else math.inf)
     return {"grad_norm": values[0], "decay_grad_ratio": ratio}
 
@@ -52,27 +65,102 @@ def _distance(arm: Arm) -> float:
         return torch.linalg.vector_norm(theta - arm.solution).item()
 
 
-def _update(arm: Arm, epoch: int) -> None:
-    if not isinstance(arm.model, MiniBatched):  # full batch: the recorded gradient is the step's
-        arm.decay.before_step()
-        arm.optimizer.step()
-        return
-    for loss in arm.model.batches(epoch):
+def _backward(arm: Arm, loss: Tensor) -> None:
+    penalty = arm.decay.penalty()
+    (loss if penalty is None else loss + penalty).backward()
+
+
+def _step(arm: Arm) -> None:
+    arm.decay.before_step()
+    arm.optimizer.step()
+    if arm.scheduler is not None:
+        arm.scheduler.step()
+
+
+class _Generators:
+    """One copy of torch's random state per arm (CPU, and the CUDA device's where the model
+    lives), so stochastic layers draw the same numbers in both arms."""
+
+    def __init__(self, arms: Sequence[Arm]) -> None:
+        first = next(iter(arms[0].model.parameters()), None)
+        self.cuda = first is not None and first.device.type == "cuda"
+        self.device = first.device if self.cuda else None
+        start = self._get()
+        self.states = {arm.name: start for arm in arms}
+
+    def _get(self) -> tuple[Tensor, Tensor | None]:
+        return (torch.get_rng_state(),
+                torch.cuda.get_rng_state(self.device) if self.cuda else None)
+
+    @contextmanager
+    def of(self, arm: Arm) -> Iterator[None]:
+        cpu, cuda = self.states[arm.name]
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+        yield
+        self.states[arm.name] = self._get()
+
+
+def _epoch(arm: Arm, epoch: int, update: bool) -> tuple[Tensor, list[Tensor]]:
+    """One pass over epoch ``epoch``'s mini-batches: the mean loss and mean loss gradient,
+    accumulated on the device (no host sync); with ``update``, a step after each batch."""
+    model = arm.model
+    assert isinstance(model, MiniBatched)
+    total: Tensor | None = None
+    sums: list[Tensor] = []
+    count = 0
+    for loss in model.batches(epoch):
         arm.optimizer.zero_grad()
-        penalty = arm.decay.penalty()
-        (loss if penalty is None else loss + penalty).backward()
-        arm.decay.before_step()
-        arm.optimizer.step()
+        _backward(arm, loss)
+        grads = _loss_gradients(arm)
+        if sums:
+            torch._foreach_add_(sums, grads)
+            total = total + loss.detach()
+        else:
+            sums, total = [g.clone() for g in grads], loss.detach().clone()
+        count += 1
+        if update:
+            _step(arm)
+    if total is None:
+        raise RuntimeError(f"{type(model).__name__}.batches({epoch}) yielded no batch")
+    return total / count, torch._foreach_div(sums, count) if sums else []
+
+
+@torch.no_grad()
+def _restore(buffers: list[Tensor], saved: list[Tensor]) -> None:
+    for buffer, value in zip(buffers, saved, strict=True):
+        buffer.copy_(value)
+
+
+def _minibatch_record(arm: Arm, epoch: int, generators: _Generators,
+                      ) -> tuple[Tensor, list[Tensor]]:
+    model = arm.model
+    assert isinstance(model, MiniBatched)
+    with generators.of(arm):
+        if epoch > 0:
+            return _epoch(arm, epoch - 1, update=True)
+        buffers = list(model.buffers())
+        saved = [b.clone() for b in buffers]
+        try:
+            return _epoch(arm, 0, update=False)
+        finally:
+            _restore(buffers, saved)
 
 
 def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
+    generators = _Generators(arms)
     for epoch in range(epochs + 1):
         metrics: dict[str, dict[str, float]] = {}
         diverged = []
         for arm in arms:
             if arm.diverged_at is not None:
                 continue
-            loss = arm.model.loss()
+            minibatched = isinstance(arm.model, MiniBatched)
+            if minibatched:
+                loss, grads = _minibatch_record(arm, epoch, generators)
+            else:
+                loss = arm.model.loss()
             values = arm.model.metrics(loss)
             if not all(math.isfinite(v) for v in values.values()):
                 arm.diverged_at = epoch
@@ -80,12 +168,15 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
                 continue
             if arm.solution is not None:
                 values["distance_to_solution"] = _distance(arm)
-            penalty = arm.decay.penalty()
-            (loss if penalty is None else loss + penalty).backward()
-            values.update((k, v) for k, v in _gradient_metrics(arm).items() if math.isfinite(v))
+            if not minibatched:
+                _backward(arm, loss)
+                grads = _loss_gradients(arm)
+            values["lr"] = arm.optimizer.param_groups[0]["lr"]
+            values.update((k, v) for k, v in _gradient_metrics(arm, grads).items()
+                          if math.isfinite(v))
             metrics[arm.name] = values
-            if epoch < epochs:
-                _update(arm, epoch)
+            if epoch < epochs and not minibatched:
+                _step(arm)
             arm.optimizer.zero_grad()
         yield Step(epoch, metrics, tuple(diverged))
         if all(arm.diverged_at is not None for arm in arms):

@@ -44,9 +44,11 @@ class OptimizerSpec:
         if no_decay is None:
             no_decay = model.default_no_decay() if isinstance(model, DefaultNoDecay) else ()
         decayed, exempt = split_parameters(model, no_decay)
-        decay = WeightDecay(self.decay_mode, self.weight_decay, self.lr, decayed)
+        decay = WeightDecay(self.decay_mode, self.weight_decay, decayed)
         kwargs = {k: v for k, v in self.kwargs.items() if k != "weight_decay"}
-        return self.cls(decay.param_groups(exempt), **kwargs), decay
+        optimizer = self.cls(decay.param_groups(exempt), **kwargs)
+        decay.bind(optimizer)
+        return optimizer, decay
 
 
 def _betas(key: str, value: Any) -> tuple[float, float]:
@@ -70,23 +72,23 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
-def parse_optimizer(cfg: DictConfig) -> OptimizerSpec:
-    """``cfg.optimizer`` → spec; raises ConfigError keyed ``optimizer.<key>``."""
-    cls, kwargs = instantiable("optimizer", cfg, torch.optim.Optimizer, "torch.optim.Optimizer",
+def parse_optimizer(cfg: DictConfig, group: str = "optimizer") -> OptimizerSpec:
+    """``cfg.optimizer`` → spec; raises ConfigError keyed ``<group>.<key>``."""
+    cls, kwargs = instantiable(group, cfg, torch.optim.Optimizer, "torch.optim.Optimizer class",
                                reserved=("decay_mode", "no_decay"))
     decay_mode = kwargs.pop("decay_mode", "native")
     if decay_mode not in MODES:
-        raise ConfigError("optimizer.decay_mode", f"must be one of {', '.join(MODES)}",
+        raise ConfigError(f"{group}.decay_mode", f"must be one of {', '.join(MODES)}",
                           decay_mode)
     no_decay = kwargs.pop("no_decay", None)
     if no_decay is not None and (not isinstance(no_decay, list)
                                  or not all(isinstance(p, str) for p in no_decay)):
-        raise ConfigError("optimizer.no_decay", "must be a list of parameter-name patterns "
+        raise ConfigError(f"{group}.no_decay", "must be a list of parameter-name patterns "
                           "or null", no_decay)
     if "lr" not in kwargs:
-        raise ConfigError("optimizer.lr", "must be set", show_value=False)
+        raise ConfigError(f"{group}.lr", "must be set", show_value=False)
     for key, check in _CHECKS.items():
         if key in kwargs:
-            kwargs[key] = check(f"optimizer.{key}", kwargs[key])
+            kwargs[key] = check(f"{group}.{key}", kwargs[key])
     return OptimizerSpec(cls, kwargs, decay_mode,
                          None if no_decay is None else tuple(no_decay))

@@ -66,6 +66,7 @@ WIDTH = 100
 ARM_NAMES = {"baseline": "base", "decay": "decay"}
 METRIC_NAMES = {"final_loss": "loss", "final_test_loss": "test_loss",
                 "final_test_accuracy": "test_acc", "final_weight_norm": "norm"}
+BASELINE_NODE = "arms.baseline."
 SWEEP_OVERRIDE = re.compile(r"(\+{0,2}report\.sweep=)(.*)", re.DOTALL)
 
 
@@ -99,7 +100,8 @@ def pairs(store: Store, sweep: str | None = None, seeds: str = "aggregate",
                 if not key.startswith(NOT_SETTINGS)}
     differing = {key for key, values in recorded.items() if len(values) > 1}
     keys = list(dict.fromkeys([
-        *COLUMNS, *swept, *sorted(key for key in differing if not _redundant(key, differing)),
+        *COLUMNS, *swept, *sorted(key for key in differing
+                                  if not _redundant(key, differing, recorded)),
         *(key for key in extra if key in recorded)]))
     table = pair_table(store, sweep_id, keys=keys).drop(columns=["run_name"])
     if SEED in swept and seeds == "aggregate":
@@ -109,10 +111,14 @@ def pairs(store: Store, sweep: str | None = None, seeds: str = "aggregate",
     return Pairs(table.rename(columns=columns), columns, sorted(recorded))
 
 
-def _redundant(key: str, differing: set[str]) -> bool:
+def _redundant(key: str, differing: set[str], recorded: dict[str, set[str]]) -> bool:
     # A group's class path differs with its choice (model=mlp): the choice's column says it.
     group, _, leaf = key.partition(".")
-    return leaf == "_target_" and group in differing
+    if leaf == "_target_" and group in differing:
+        return True
+    # The baseline's lr follows the decay arm's (${optimizer.lr}) unless set apart.
+    followed = key.removeprefix(BASELINE_NODE)
+    return key.startswith(BASELINE_NODE) and recorded.get(followed) == recorded[key]
 
 
 def report(store: Store, sweep: str | None = None, seeds: str = "aggregate") -> pd.DataFrame:

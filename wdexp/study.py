@@ -1,7 +1,9 @@
 """What one job trains: the two arms of a paired comparison, built from the config.
 
 Both arms start from the same weights — the model is built once, under the job's seed, and
-copied — and use the same optimizer; only the baseline's weight decay is forced to 0.
+copied — and see the same data in the same order; their optimizers and schedules are the
+configured ones, the baseline's with ``arms.baseline`` merged over them (by default weight
+decay 0; see :mod:`wdexp.arms`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,22 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from wdexp import data as data_group
+from wdexp.arms import BASELINE, DECAY, ArmSpec, differences, parse_arms
 from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
 from wdexp.decay import WeightDecay
-from wdexp.models.contract import Artifacts, ClosedForm, KnownSolution, MiniBatched, Model
-from wdexp.optimizers import OptimizerSpec, parse_optimizer
+from wdexp.models.contract import (
+    Artifacts,
+    ClosedForm,
+    Identified,
+    KnownSolution,
+    MiniBatched,
+    Model,
+)
+from wdexp.models.supervised import supervised
+from wdexp.optimizers import OptimizerSpec
 
-BASELINE, DECAY = "baseline", "decay"
+__all__ = ["BASELINE", "DECAY", "Arm", "FigureSpec", "Study", "build"]
 FIGURE_POINTS = 2001
 
 
@@ -28,9 +40,11 @@ FIGURE_POINTS = 2001
 class Arm:
     name: str
     weight_decay: float
-    model: torch.nn.Module
+    model: Model
     optimizer: torch.optim.Optimizer
     decay: WeightDecay
+    spec: ArmSpec
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # steps per optimizer step
     solution: torch.Tensor | None = None  # where this arm's training should converge, if known
     diverged_at: int | None = field(default=None)
 
@@ -57,20 +71,37 @@ class Study:
     arms: list[Arm]
     labels: dict[str, str]  # group choices, e.g. {"model": "quadratic", "optimizer": "sgd_wd"}
 
+    baseline_changes: dict[str, str] = field(default_factory=dict)  # from arms.baseline
+
     def artifacts(self) -> dict[str, str]:
         """Files the model asks to keep with the pair run (e.g. its data), name → text."""
         model = self.arms[0].model
         return model.artifacts() if isinstance(model, Artifacts) else {}
 
+    def params(self) -> dict[str, str]:
+        """Params beyond the config: what identifies the model's data."""
+        model = self.arms[0].model
+        return model.params() if isinstance(model, Identified) else {}
+
     @property
     def name(self) -> str:
-        """E.g. ``sgd_wd lr=0.01 wd=0.01 seed=0``; non-default model and decay mode show too."""
+        """E.g. ``sgd_wd lr=0.01 wd=0.01 seed=0``; a non-default model, its data, decay mode,
+        schedule and what the baseline changes beyond λ show too (``mlp digits adamw cosine
+        lr=0.001 wd=0.01 seed=0``)."""
         optimizer = self.labels["optimizer"]
         if self.optimizer.decay_mode != "native":
             optimizer += f"/{self.optimizer.decay_mode}"
-        model = "" if self.labels["model"] == "quadratic" else f"{self.labels['model']} "
-        return (f"{model}{optimizer} lr={self.optimizer.lr:g} "
-                f"wd={self.optimizer.weight_decay:g} seed={self.job.seed}")
+        parts = [] if self.labels["model"] == "quadratic" else [self.labels["model"]]
+        parts += [self.labels[group] for group in ("data",) if self.labels.get(group)]
+        parts.append(optimizer)
+        if self.labels.get("scheduler", "constant") != "constant":
+            parts.append(self.labels["scheduler"])
+        parts += [f"lr={self.optimizer.lr:g}", f"wd={self.optimizer.weight_decay:g}",
+                  f"seed={self.job.seed}"]
+        if self.baseline_changes:
+            parts += ["| baseline", *(_shown(key, value)
+                                      for key, value in self.baseline_changes.items())]
+        return " ".join(parts)
 
     def figure_spec(self) -> FigureSpec:
         """What the pair figures need from the study; call it before training, while the arms
@@ -83,22 +114,32 @@ class Study:
         init = np.concatenate([p.detach().double().cpu().numpy().ravel()
                                for p in model.parameters()])
         predicted = None
-        if self._is_gradient_descent():
+        if all(_is_gradient_descent(arm) for arm in self.arms):
             # A figure shows a few thousand points at most, however long the run.
             steps = np.unique(np.linspace(0, self.job.epochs, FIGURE_POINTS).round()).astype(int)
-            predicted = {arm.name: form.gradient_descent(init, self.optimizer.lr,
+            predicted = {arm.name: form.gradient_descent(init, arm.spec.optimizer.lr,
                                                          arm.weight_decay, steps)
                          for arm in self.arms}
         return FigureSpec(self.name, weight_decay, predicted, form if init.size == 2 else None)
 
-    def _is_gradient_descent(self) -> bool:
-        """Plain full-batch SGD with every weight decayed: the case the closed form describes
-        (for SGD every decay mode is the same update)."""
-        kwargs = self.optimizer.kwargs
-        return (self.optimizer.cls is torch.optim.SGD and not kwargs.get("momentum")
-                and not kwargs.get("maximize") and not isinstance(self.arms[0].model, MiniBatched)
-                and all(len(arm.decay.decayed) == len(list(arm.model.parameters()))
-                        for arm in self.arms))
+
+def _shown(key: str, value: str) -> str:
+    """``scheduler._target_: torch…ExponentialLR`` → ``ExponentialLR``; ``optimizer.lr: 0.2`` →
+    ``lr=0.2``."""
+    if key.endswith("._target_"):
+        return value.rsplit(".", 1)[-1]
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
+def _is_gradient_descent(arm: Arm) -> bool:
+    """Plain full-batch SGD at a constant lr with every weight decayed by λθ per unit lr: the
+    case the closed form describes (for SGD, native, coupled, decoupled and penalty decay are
+    the same update; independent decay is not scaled by the lr)."""
+    spec = arm.spec.optimizer
+    return (spec.cls is torch.optim.SGD and not spec.kwargs.get("momentum")
+            and not spec.kwargs.get("maximize") and arm.scheduler is None
+            and spec.decay_mode != "independent" and not isinstance(arm.model, MiniBatched)
+            and len(arm.decay.decayed) == len(list(arm.model.parameters())))
 
 
 def seed_everything(seed: int) -> None:
@@ -118,16 +159,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
-    cls, kwargs = instantiable("model", cfg, torch.nn.Module, "torch.nn.Module")
+def build_model(cfg: DictConfig, device: torch.device) -> Model:
+    """The model group's module, on ``device``: a :class:`~wdexp.models.contract.Model` as it
+    is, any other ``nn.Module`` wrapped with the data group's tensors and loss."""
+    cls, kwargs = instantiable("model", cfg.model, torch.nn.Module, "torch.nn.Module class")
     try:
-        model = cls(**kwargs)
+        module = cls(**kwargs)
     except ConfigError as error:
         raise error.within("model") from None
-    if not isinstance(model, Model):
-        raise ConfigError("model._target_", "must be a torch.nn.Module with loss() and "
-                          "metrics(loss) (see wdexp.models.contract.Model)", cfg.get("_target_"))
-    return model.to(device)
+    chosen = cfg.get("data")
+    if isinstance(module, Model):
+        if chosen is not None:
+            raise ConfigError("data", f"is chosen, but model._target_ ({cfg.model._target_}) "
+                              "brings its own data and loss (it defines loss() and metrics()); "
+                              "drop the data choice", show_value=False)
+        return module.to(device)
+    if chosen is None:
+        raise ConfigError("data", f"must be chosen for model._target_={cfg.model._target_}, a "
+                          "plain nn.Module (e.g. data=digits or data=mnist1d)", show_value=False)
+    data, task = data_group.load(chosen)
+    return supervised(module, data, task).to(device)
 
 
 def build(cfg: DictConfig, labels: dict[str, str] | None = None,
@@ -139,18 +190,26 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
     overlap with its own (the store's opening).
     """
     job = parse_job(cfg)
-    optimizer = parse_optimizer(cfg.optimizer)
+    specs = parse_arms(cfg)
+    changes = differences(cfg)
     device = resolve_device(job.device)
     seed_everything(job.seed)
-    model = build_model(cfg.model, device)
+    model = build_model(cfg, device)
     if checked is not None:
         checked(job)
-    labels = {"model": type(model).__name__.lower(),
-              "optimizer": optimizer.cls.__name__.lower(), **(labels or {})}
+    net = getattr(model, "net", model)
+    decay_spec = specs[-1]
+    labels = {"model": type(net).__name__.lower(),
+              "optimizer": decay_spec.optimizer.cls.__name__.lower(), **(labels or {})}
+    total_steps = job.epochs * (model.steps_per_epoch if isinstance(model, MiniBatched) else 1)
     arms = []
-    for name, spec in ((BASELINE, optimizer.with_weight_decay(0.0)), (DECAY, optimizer)):
+    for spec in specs:
         arm_model = copy.deepcopy(model)
-        solution = (arm_model.solution(spec.weight_decay)
+        weight_decay = spec.optimizer.weight_decay
+        solution = (arm_model.solution(weight_decay)
                     if isinstance(arm_model, KnownSolution) else None)
-        arms.append(Arm(name, spec.weight_decay, arm_model, *spec.build(arm_model), solution))
-    return Study(job, optimizer, arms, labels)
+        optimizer, decay = spec.optimizer.build(arm_model)
+        scheduler = spec.scheduler.build(optimizer, total_steps)
+        arms.append(Arm(spec.name, weight_decay, arm_model, optimizer, decay, spec, scheduler,
+                        solution))
+    return Study(job, decay_spec.optimizer, arms, labels, changes)

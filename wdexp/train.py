@@ -61,7 +61,7 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
 def main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     choices = {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()
-               if group in ("model", "optimizer")}
+               if group in ("model", "data", "optimizer", "scheduler") and choice is not None}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with job(multirun=multirun):
         return run(cfg, labels=choices, overrides=hydra_cfg.overrides.task,

@@ -34,10 +34,11 @@ SEND_EVERY_S = 0.5  # metric batches reach the store at least this often, plus i
 SEND_STEPS = 256
 FIGURE_POINTS = 2000  # per arm, evenly spaced, however long the run
 # Overrides a pair's name already shows (study.name), or that change where, not what, it runs.
-NAMED = {"model", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.decay_mode",
-         "seed", "experiment", "resume", "device"}
-UNNAMED_PREFIXES = ("tracking.", "paths.", "hydra.", "hydra/")
+NAMED = {"model", "data", "optimizer", "scheduler", "optimizer.lr", "optimizer.weight_decay",
+         "optimizer.decay_mode", "seed", "experiment", "resume", "device"}
+UNNAMED_PREFIXES = ("tracking.", "paths.", "hydra.", "hydra/", "arms.")
 WEIGHT_DECAY = "optimizer.weight_decay"
+ARM_GROUPS = ("optimizer.", "scheduler.")  # what each arm's params state as that arm ran them
 
 log = logging.getLogger("wdexp")
 
@@ -47,19 +48,20 @@ def describe(study: Study, config: dict[str, Any],
     """The pair run and its arm runs for ``study``: names, params and tags.
 
     ``config`` is the loggable (already redacted) resolved config. Arm runs carry the same
-    params as the pair, with the arm's effective ``optimizer.weight_decay``, so arms of any two
-    pairs compare directly in the MLflow UI. The pair's name adds every override its study name
-    does not show (``epochs=100``), so the pairs of any sweep are told apart by name.
+    params as the pair, with the arm's effective ``optimizer.*`` and ``scheduler.*``, so arms of
+    any two pairs compare directly in the MLflow UI; both carry what identifies the model's
+    data (``data.sha256``, …). The pair's name adds every override its study name does not
+    show (``epochs=100``), so the pairs of any sweep are told apart by name.
     """
-    params = flatten(config)
+    params = {**flatten(config), **study.params()}
     shown = [redact(o) for o in overrides]
     extra = [f"{short_key(override_key(o))}={o.split('=', 1)[1]}" for o in shown
              if "=" in o and override_key(o) not in NAMED
              and not override_key(o).startswith(UNNAMED_PREFIXES)]
     context = {
         RUN_KIND_TAG: "pair",
-        "wdexp.model": study.labels["model"],
-        "wdexp.optimizer": study.labels["optimizer"],
+        **{f"wdexp.{group}": study.labels[group]
+           for group in ("model", "data", "optimizer", "scheduler") if group in study.labels},
         OVERRIDES_TAG: " ".join(shown),
         CONFIG_HASH_TAG: config_hash(config),
         **source_tags(*shown),
@@ -71,11 +73,17 @@ def describe(study: Study, config: dict[str, Any],
         if arm.weight_decay != study.optimizer.weight_decay:  # the baseline: what it really ran
             arm_overrides = [*(o for o in shown if override_key(o) != WEIGHT_DECAY),
                              f"{WEIGHT_DECAY}={arm.weight_decay:g}"]
-        arm_params = {**params, WEIGHT_DECAY: str(arm.weight_decay), "arm": arm.name}
+        arm_params = {**{k: v for k, v in params.items() if not k.startswith(ARM_GROUPS)},
+                      **flatten(_present(arm.spec.config)),
+                      WEIGHT_DECAY: str(arm.weight_decay), "arm": arm.name}
         arm_tags = {**context, RUN_KIND_TAG: "arm", ARM_TAG: arm.name,
                     OVERRIDES_TAG: " ".join(arm_overrides)}
         arms[arm.name] = RunSpec(f"{arm.name} (wd={arm.weight_decay:g})", arm_params, arm_tags)
     return pair, arms
+
+
+def _present(groups: Mapping[str, Any]) -> dict[str, Any]:
+    return {group: node for group, node in groups.items() if node is not None}
 
 
 class History:

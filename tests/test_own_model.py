@@ -49,3 +49,74 @@ def test_a_model_from_outside_the_package_trains_exactly_as_torch_optim_does(tmp
         for key, values in expected.items():
             logged = [value for _, value in reader.history(arms[arm].info.run_id, key)]
             assert logged == values, (arm, key)
+
+
+def _own(tmp_path: Path, store_uri: str, *overrides: str) -> StoreReader:
+    result = subprocess.run(
+        [PYTHON, "-m", "wdexp.train", "model=tiny_net", f"hydra.searchpath=[file://{OWN}/conf]",
+         *overrides, f"tracking.uri={store_uri}", f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=child_env({"PYTHONPATH": str(OWN)}))
+    assert result.returncode == 0, result.stderr
+    return StoreReader(store_uri)
+
+
+def test_a_plain_nn_module_from_outside_the_package_trains_as_a_torch_loop(tmp_path, store_uri):
+    """Config alone: the net's class, the digits data, cross-entropy, mini-batches of 32."""
+    epochs, lr, weight_decay, seed = 3, 0.1, 0.05, 2
+    reader = _own(tmp_path, store_uri, f"optimizer.lr={lr}",
+                  f"optimizer.weight_decay={weight_decay}", f"epochs={epochs}", f"seed={seed}")
+    (pair,) = reader.runs("pair")
+    assert pair.info.run_name.startswith("tiny_net digits sgd_wd lr=0.1 wd=0.05 seed=2")
+    assert len(pair.data.params["data.sha256"]) == 64
+    arms = reader.arms(pair.info.run_id)
+
+    from wdexp.data import digits
+    from wdexp.study import seed_everything
+
+    sys.path.insert(0, str(OWN))
+    try:
+        from my_models import TinyNet
+    finally:
+        sys.path.remove(str(OWN))
+    data = digits()
+    x, y = data.x_train.float(), data.y_train
+    x_test, y_test = data.x_test.float(), data.y_test
+    for arm, decay in (("baseline", 0.0), ("decay", weight_decay)):
+        seed_everything(seed)
+        net = TinyNet(64, 10)
+        weights = [p for p in net.parameters() if p.ndim > 1]  # biases: not decayed by default
+        biases = [p for p in net.parameters() if p.ndim <= 1]
+        optimizer = torch.optim.SGD([{"params": weights, "weight_decay": decay},
+                                     {"params": biases, "weight_decay": 0.0}], lr=lr)
+        test_loss, train_loss = [], []
+        for epoch in range(epochs):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(len(y), generator=generator)
+            total = None
+            for start in range(0, len(y), 32):
+                index = order[start:start + 32]
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(net(x[index]), y[index])
+                loss.backward()
+                optimizer.step()
+                total = loss.detach() if total is None else total + loss.detach()
+            train_loss.append((total / len(range(0, len(y), 32))).item())
+            with torch.no_grad():
+                test_loss.append(torch.nn.functional.cross_entropy(net(x_test), y_test).item())
+        run_id = arms[arm].info.run_id
+        # Steps 1..epochs: the epoch's mean mini-batch loss, then the test loss after it.
+        assert [v for _, v in reader.history(run_id, "loss")][1:] == train_loss
+        assert [v for _, v in reader.history(run_id, "test_loss")][1:] == test_loss
+        norm = torch.linalg.vector_norm(net.hidden.weight.detach()).item()
+        assert reader.history(run_id, "norm.hidden.weight")[-1][1] == norm
+
+
+def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri):
+    reader = _own(tmp_path, store_uri, "model.dropout=0.5", "optimizer.weight_decay=0",
+                  "epochs=2")
+    (pair,) = reader.runs("pair")
+    arms = reader.arms(pair.info.run_id)
+    histories = [reader.history(arms[arm].info.run_id, "loss") for arm in ("baseline", "decay")]
+    assert histories[0] == histories[1]
+    assert len({v for _, v in histories[0]}) == 3  # dropout changed the losses between epochs

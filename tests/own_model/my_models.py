@@ -25,3 +25,17 @@ class Logistic(nn.Module):
         accuracy = ((self.x @ self.w > 0).float() == self.y).float().mean()
         return {"loss": loss.item(), "accuracy": accuracy.item(),
                 "weight_norm": self.w.detach().norm().item()}
+
+
+class TinyNet(nn.Module):
+    """A plain network, nothing wdexp-specific: wdexp supplies the data and the loss."""
+
+    def __init__(self, in_features: int, out_features: int, width: int = 32,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(in_features, width)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(width, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.drop(torch.tanh(self.hidden(x))))

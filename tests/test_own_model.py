@@ -120,3 +120,22 @@ def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri
     histories = [reader.history(arms[arm].info.run_id, "loss") for arm in ("baseline", "decay")]
     assert histories[0] == histories[1]
     assert len({v for _, v in histories[0]}) == 3  # dropout changed the losses between epochs
+
+
+def test_data_of_your_own_from_a_loader_returning_datasets(tmp_path, store_uri):
+    reader = _own(tmp_path, store_uri, "data=blobs", "optimizer.lr=0.5", "epochs=5")
+    (pair,) = reader.runs("pair")
+    assert pair.info.run_name.startswith("tiny_net blobs sgd_wd")
+    sys.path.insert(0, str(OWN))
+    try:
+        from my_models import blobs
+    finally:
+        sys.path.remove(str(OWN))
+    train, test = blobs()
+    from wdexp.data import Data
+
+    data = Data(*train.tensors, *test.tensors)
+    assert pair.data.params["data.sha256"] == data.sha256()
+    assert pair.data.params["data.n_train"] == "400"
+    decay = reader.arms(pair.info.run_id)["decay"]
+    assert reader.history(decay.info.run_id, "test_accuracy")[-1][1] >= 0.95

@@ -85,6 +85,28 @@ def test_every_schedule_equals_torch_bit_for_bit(optimizer, schedule):
         assert len(set(lrs)) > 2  # the schedule really moved the lr
 
 
+def test_any_torch_scheduler_class_by_target():
+    arms = trained("optimizer=sgd_momentum", f"optimizer.lr={LR['sgd_momentum']}",
+                   "scheduler._target_=torch.optim.lr_scheduler.MultiStepLR",
+                   "+scheduler.milestones=[10,20]", "+scheduler.gamma=0.5", "~scheduler.factor",
+                   "~scheduler.total_iters")
+    w = torch.tensor(INIT, dtype=torch.float64, requires_grad=True)
+    c = torch.tensor(COEFFICIENTS, dtype=torch.float64)
+    optimizer = torch.optim.SGD([w], lr=LR["sgd_momentum"], momentum=0.9, weight_decay=0.01)
+    scheduler = lr_scheduler.MultiStepLR(optimizer, milestones=[10, 20], gamma=0.5)
+    expected = []
+    for step in range(EPOCHS + 1):
+        expected.append(w.detach().clone().numpy())
+        (c * w**2).sum().backward()
+        if step < EPOCHS:
+            optimizer.step()
+            scheduler.step()
+        optimizer.zero_grad()
+    np.testing.assert_array_equal(arms["decay"][0], np.array(expected))
+    assert arms["decay"][1][9:12] == [LR["sgd_momentum"], LR["sgd_momentum"] * 0.5,
+                                      LR["sgd_momentum"] * 0.5]
+
+
 def test_decoupled_under_cosine_is_torch_adamw_with_the_same_scheduler():
     arms = trained("optimizer=adam", f"optimizer.lr={LR['adamw']}", f"optimizer.weight_decay={WD}",
                    "optimizer.decay_mode=decoupled", "scheduler=cosine")

@@ -39,3 +39,14 @@ class TinyNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.out(self.drop(torch.tanh(self.hidden(x))))
+
+
+def blobs(n_train: int = 400, n_test: int = 200, seed: int = 0):
+    """Data of your own: two Gaussian blobs in 2-D, as (train, test) torch Datasets."""
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    y = torch.randint(0, 2, (n,), generator=generator)
+    x = torch.randn(n, 2, generator=generator) + 3.0 * y[:, None] - 1.5
+    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])

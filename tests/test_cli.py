@@ -20,7 +20,7 @@ def test_help_describes_wdexp_groups_and_examples(tmp_path):
     text = result.stdout
     assert "wdexp: paired weight-decay experiments" in text
     assert "optimizer: adam, adamw, sgd, sgd_momentum, sgd_wd" in text
-    assert "model: bn_mlp, cnn, mlp, quadratic, ridge" in text
+    assert "model: bn_mlp, cnn, mlp, mnist1d_mlp, quadratic, ridge" in text
     assert "scheduler: constant, cosine, exponential, step, warmup_cosine" in text
     assert "data: digits, mnist1d" in text
     assert "python -m wdexp.train optimizer.weight_decay=0.1" in text
@@ -69,7 +69,9 @@ def _every_history(uri: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
     ("ridge", 20, "model.data_seed=1", {"loss", "w_1", "w_5", "distance_to_solution"}),
     # The mlp's init and mini-batch order come from seed.
     ("mlp", 2, "seed=1", {"loss", "test_loss", "test_accuracy", "norm.layers.0.weight"}),
-], ids=["ridge", "mlp"])
+    # MNIST-1D generated in each process, the CNN's init, a cosine schedule.
+    ("cnn", 1, "seed=1", {"loss", "test_accuracy", "lr", "norm.conv1.weight"}),
+], ids=["ridge", "mlp", "cnn"])
 def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, model, epochs,
                                                                     other, keys):
     jobs = {}
@@ -77,6 +79,7 @@ def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, mod
         (tmp_path / name).mkdir()
         jobs[name] = popen(f"tracking.uri=sqlite:///{tmp_path}/{name}/mlflow.db",
                            f"model={model}", f"epochs={epochs}", *extra,
+                           *(["scheduler=cosine", "data.batch_size=400"] if model == "cnn" else []),
                            tmp_path=tmp_path / name)
     for job in jobs.values():
         output, _ = job.communicate(timeout=300)

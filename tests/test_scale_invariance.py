@@ -51,12 +51,12 @@ def test_weight_decay_equals_an_exponential_lr_schedule_on_a_scale_invariant_net
         return np.array([v for _, v in reader.history(arms[arm], key)])
 
     np.testing.assert_allclose(series("baseline", "loss"), series("decay", "loss"), rtol=1e-9)
-    # The weights differ by (1 − ηλ)^(−t) after t steps, in every layer alike.
+    # The weights differ by (1 - ηλ)^(-t) after t steps, in every layer alike.
     steps = np.arange(epochs + 1) * STEPS_PER_EPOCH
     for key in ("weight_norm", "norm.layers.0.weight", "norm.layers.1.weight"):
         np.testing.assert_allclose(series("baseline", key) / series("decay", key),
                                    (1 - ETA * LAMBDA) ** -steps, rtol=1e-8)
-    # The baseline's lr is η(1−ηλ)^(−2t−1) at the start of each epoch.
+    # The baseline's lr is η(1-ηλ)^(-2t-1) at the start of each epoch.
     np.testing.assert_allclose(series("baseline", "lr"),
                                ETA * (1 - ETA * LAMBDA) ** (-2 * steps - 1), rtol=1e-12)
     assert set(series("decay", "lr")) == {ETA}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import PYTHON, StoreReader, child_env
@@ -112,9 +113,10 @@ def test_a_plain_nn_module_from_outside_the_package_trains_as_a_torch_loop(tmp_p
         assert reader.history(run_id, "norm.hidden.weight")[-1][1] == norm
 
 
-def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri):
+@pytest.mark.parametrize("batch_size", ["32", "null"], ids=["mini-batch", "full-batch"])
+def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri, batch_size):
     reader = _own(tmp_path, store_uri, "model.dropout=0.5", "optimizer.weight_decay=0",
-                  "epochs=2")
+                  "epochs=2", f"data.batch_size={batch_size}")
     (pair,) = reader.runs("pair")
     arms = reader.arms(pair.info.run_id)
     histories = [reader.history(arms[arm].info.run_id, "loss") for arm in ("baseline", "decay")]

@@ -9,9 +9,10 @@ Mini-batch models (``batches(epoch)``) take one step per mini-batch, and the rec
 ``t >= 1`` is the epoch that led there: ``loss`` is the mean of its mini-batch losses as they
 were computed for the updates (train mode), everything else (test metrics in eval mode, norms)
 describes the weights after it. Step 0 records a pass over epoch 0's batches that updates
-nothing (BatchNorm's running statistics are put back after it). Both arms draw the same
-random numbers (dropout masks): each has its own copy of torch's generator state, started
-from one.
+nothing (BatchNorm's running statistics are put back after it).
+
+Both arms draw the same random numbers (dropout masks) for their losses: each has its own copy
+of torch's generator state, started from one.
 
 Besides what the model reports, every record has ``lr`` (the decayed group's current learning
 rate), ``grad_norm`` — of the unpenalised loss; for mini-batches, of the mean gradient over the
@@ -160,7 +161,8 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
             if minibatched:
                 loss, grads = _minibatch_record(arm, epoch, generators)
             else:
-                loss = arm.model.loss()
+                with generators.of(arm):
+                    loss = arm.model.loss()
             values = arm.model.metrics(loss)
             if not all(math.isfinite(v) for v in values.values()):
                 arm.diverged_at = epoch

@@ -22,7 +22,9 @@ A data set's identity — its generator's arguments and a SHA-256 of its tensors
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,8 +102,7 @@ def mnist1d(**generator_args: Any) -> Data:
     ``mnist1d`` package with its published arguments (``make_dataset(get_dataset_args())``:
     4000 train / 1000 test, 40 features, 10 classes), never downloaded. Any of its arguments
     can be changed (``+data.num_samples=10000``); all of them are logged."""
-    from mnist1d.data import get_dataset_args, make_dataset
-    from mnist1d.utils import ObjectView
+    from mnist1d.data import get_dataset_args
 
     args = get_dataset_args(as_dict=True)
     args.pop("url")  # the download path, never used
@@ -109,6 +110,17 @@ def mnist1d(**generator_args: Any) -> Data:
         if key not in args:
             raise ConfigError(key, "is not an argument of mnist1d's get_dataset_args()", value)
         args[key] = value
+    return _mnist1d(json.dumps(args, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d(args_json: str) -> Data:
+    """Generated once per process and arguments (seconds of NumPy); the tensors are never
+    written to, so every caller can share them."""
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = json.loads(args_json)
     # make_dataset seeds Python's and NumPy's global generators; the job's stay as they were.
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:

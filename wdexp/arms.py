@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from wdexp.config import ConfigError
+from wdexp.config import ConfigError, flatten
 from wdexp.optimizers import OptimizerSpec, parse_optimizer
 from wdexp.schedules import SchedulerSpec, parse_scheduler
 
@@ -92,8 +92,6 @@ def parse_arms(cfg: DictConfig) -> list[ArmSpec]:
 def differences(cfg: DictConfig) -> dict[str, Any]:
     """What ``arms.baseline`` changes beyond the default (weight decay 0, the same lr), flat:
     ``{"optimizer.lr": 0.2, "scheduler._target_": "...ExponentialLR", ...}``."""
-    from wdexp.config import flatten
-
     override = {group: node for group, node in _baseline_node(cfg).items() if node}
     flat = flatten(override)  # type: ignore[arg-type]
     lr = OmegaConf.select(cfg, "optimizer.lr")

@@ -70,7 +70,6 @@ class Study:
     optimizer: OptimizerSpec
     arms: list[Arm]
     labels: dict[str, str]  # group choices, e.g. {"model": "quadratic", "optimizer": "sgd_wd"}
-
     baseline_changes: dict[str, str] = field(default_factory=dict)  # from arms.baseline
 
     def artifacts(self) -> dict[str, str]:
@@ -92,7 +91,8 @@ class Study:
         if self.optimizer.decay_mode != "native":
             optimizer += f"/{self.optimizer.decay_mode}"
         parts = [] if self.labels["model"] == "quadratic" else [self.labels["model"]]
-        parts += [self.labels[group] for group in ("data",) if self.labels.get(group)]
+        if self.labels.get("data"):
+            parts.append(self.labels["data"])
         parts.append(optimizer)
         if self.labels.get("scheduler", "constant") != "constant":
             parts.append(self.labels["scheduler"])

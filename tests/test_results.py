@@ -8,6 +8,8 @@ import pytest
 import torch
 from matplotlib.image import imread
 
+from scipy import stats
+
 from tests.conftest import StoreReader, multirun
 from wdexp import analysis
 from wdexp.closed_form import QuadraticForm
@@ -16,8 +18,9 @@ from wdexp.report import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (width, height) in pixels: the README's 640 x 480 for a pair's figures; sweep.png has two
-# panels side by side (wdexp/figures/sweep.py), a heatmap with one panel is as wide as a pair's.
-PAIR, SWEEP, HEATMAP = (640, 480), (1280, 480), (640, 480)
+# panels side by side (wdexp/figures/sweep.py), three over seeds (the paired difference); a
+# heatmap with one panel is as wide as a pair's.
+PAIR, SWEEP, SWEEP_SEEDS, HEATMAP = (640, 480), (1280, 480), (1920, 480), (640, 480)
 
 
 def _figures(reader: StoreReader, run_id: str, tmp_path) -> dict[str, tuple[int, int]]:
@@ -84,7 +87,7 @@ def test_seed_sweep_has_figures_and_is_reported_over_seeds(tmp_path, store_uri):
     reader = StoreReader(store_uri)
     (sweep,) = reader.runs("sweep")
     sizes = _figures(reader, sweep.info.run_id, tmp_path)
-    assert sizes == {"sweep.png": SWEEP, "heatmap.png": HEATMAP}  # lr by λ, seeds averaged
+    assert sizes == {"sweep.png": SWEEP_SEEDS, "heatmap.png": HEATMAP}  # lr by λ, over seeds
 
     store = analysis.open_store(store_uri)
     table = report(store, sweep.info.run_id)  # seed varies: one row per setting
@@ -150,3 +153,41 @@ def test_the_readmes_notebook_recipe_finds_the_latest_sweep_and_labels_curves_by
                                                                             "loss")]
     with pytest.raises(LookupError):
         analysis.find_sweep(store, "no such sweep")
+
+
+def test_a_seed_sweep_reports_paired_differences_with_scipys_intervals(tmp_path, store_uri):
+    seeds = 5
+    result = multirun("optimizer.weight_decay=0.3,3.0", f"seed={','.join(map(str, range(seeds)))}",
+                      "optimizer.lr=0.2", "epochs=4", tmp_path=tmp_path, store_uri=store_uri)
+    assert result.returncode == 0, result.stderr
+    reader = StoreReader(store_uri)
+    (sweep,) = reader.runs("sweep")
+    store = analysis.open_store(store_uri)
+    table = report(store, sweep.info.run_id)
+    assert len(table) == 2 and set(table["seeds"]) == {seeds}
+    summary = analysis.pd.read_csv(reader.client.download_artifacts(
+        sweep.info.run_id, "summary.csv", str(tmp_path)))
+    assert len(summary) == 2 * seeds
+    pairs = reader.runs("pair")
+    for _, row in table.iterrows():
+        chosen = [p for p in pairs
+                  if float(p.data.params["optimizer.weight_decay"]) == row["weight_decay"]]
+        for metric in ("final_loss", "final_weight_norm"):
+            decay = np.array([p.data.metrics[f"decay.{metric}"] for p in chosen])
+            base = np.array([p.data.metrics[f"baseline.{metric}"] for p in chosen])
+            interval = stats.ttest_rel(decay, base).confidence_interval(0.95)
+            column = f"diff.{metric}"
+            assert row[column] == pytest.approx(np.mean(decay - base), rel=1e-12)
+            assert row[f"{column}.std"] == pytest.approx(np.std(decay - base, ddof=1), rel=1e-9)
+            assert row[f"{column}.ci_low"] == pytest.approx(interval.low, rel=1e-9)
+            assert row[f"{column}.ci_high"] == pytest.approx(interval.high, rel=1e-9)
+            assert row[f"{column}.n"] == seeds
+            assert row[f"{column}.wins"] == int(np.sum(decay < base))
+            # summary.csv: each pair's own difference, and its setting's statistics.
+            rows = summary[summary["optimizer.weight_decay"] == row["weight_decay"]]
+            assert sorted(rows[column]) == pytest.approx(sorted(decay - base), rel=1e-12)
+            assert list(rows[f"paired.{metric}.ci_low"]) == pytest.approx([interval.low] * seeds)
+    # Decay pulls the weights to 0 faster: every seed's weight norm is lower with it.
+    assert set(table["diff.final_weight_norm.wins"]) == {seeds}
+    sizes = _figures(reader, sweep.info.run_id, tmp_path)
+    assert sizes["sweep.png"] == SWEEP_SEEDS

@@ -9,6 +9,7 @@ summary and notebooks::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
@@ -21,6 +22,9 @@ ARMS = ("baseline", "decay")
 PAIR_METRICS = tuple(f"final_{name}" for name in SUMMARY_METRICS)
 SEED = "seed"
 GROUPS = ("model", "data", "optimizer", "scheduler")  # each pair run tags its choices
+CONFIDENCE = 0.95
+# The decay arm "wins" a seed when its value is higher for these, lower for the others.
+HIGHER_IS_BETTER = ("final_test_accuracy",)
 
 
 def open_store(uri: str = f"sqlite:///{ROOT}/mlflow.db",
@@ -135,13 +139,50 @@ def histories(store: Store, run_ids: Iterable[str],
             .sort_values(["run_id", "key", "step"], ignore_index=True))
 
 
+def paired(differences: Iterable[float], higher_is_better: bool = False) -> dict[str, float]:
+    """Statistics of paired differences decay - baseline (one per seed, NaN where an arm
+    diverged): ``mean``, ``std``, the ``ci_low``/``ci_high`` of a two-sided 95 % Student t
+    interval on their mean, ``n`` and ``wins`` (seeds where the decay arm did better)."""
+    from scipy import stats  # imported where used: the report and the sweep's end only
+
+    values = pd.Series(list(differences), dtype=float).dropna()
+    n = len(values)
+    mean = values.mean() if n else math.nan
+    std = values.std(ddof=1) if n > 1 else math.nan
+    low = high = math.nan
+    if n > 1:
+        # A zero spread has a zero-width interval (scipy returns NaN for it).
+        low, high = ((mean, mean) if std == 0 else
+                     stats.t.interval(CONFIDENCE, n - 1, loc=mean, scale=std / math.sqrt(n)))
+    wins = int((values > 0).sum() if higher_is_better else (values < 0).sum())
+    return {"mean": mean, "std": std, "ci_low": float(low), "ci_high": float(high), "n": n,
+            "wins": wins}
+
+
+def with_differences(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`pair_table` plus ``diff.<metric>`` = decay - baseline per pair, for each final
+    metric both arms have (NaN where either diverged)."""
+    frame = table.copy()
+    for name in PAIR_METRICS:
+        columns = [f"{arm}.{name}" for arm in ARMS]
+        if not all(c in frame for c in columns):
+            continue
+        values = [pd.to_numeric(frame[c], errors="coerce") for c in columns]
+        diverged = frame.get("baseline.diverged", False) | frame.get("decay.diverged", False)
+        frame[f"diff.{name}"] = (values[1] - values[0]).where(~diverged.astype(bool))
+    return frame
+
+
 def over_seeds(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """A :func:`pair_table` with one row per setting instead of per seed: ``seeds`` (how many),
     the mean and standard deviation (``<column>.std``) of every final metric over the seeds
-    that did not diverge, and each arm's count of diverged seeds."""
+    that did not diverge, each arm's count of diverged seeds, and the paired difference
+    decay - baseline of each final metric (:func:`paired`): ``diff.<metric>`` (its mean),
+    ``.std``, ``.ci_low``, ``.ci_high``, ``.n`` and ``.wins``."""
     by = [key for key in keys if key != SEED]
     metrics = [c for c in table.columns if c.split(".", 1)[-1] in PAIR_METRICS]
-    frame = table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in metrics})
+    frame = with_differences(table.assign(**{c: pd.to_numeric(table[c], errors="coerce")
+                                             for c in metrics}))
     if not by:  # only the seed varies: one row for the lot
         frame = frame.assign(_all=0)
         by = ["_all"]
@@ -152,4 +193,29 @@ def over_seeds(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         result[f"{column}.std"] = groups[column].std()
     for arm in ARMS:
         result[f"{arm}.diverged"] = groups[f"{arm}.diverged"].agg(lambda s: int(s.eq(True).sum()))
+    for column in (c for c in frame.columns if c.startswith("diff.")):
+        higher = column.removeprefix("diff.") in HIGHER_IS_BETTER
+        stats = groups[column].apply(lambda s, h=higher: pd.Series(paired(s, h))).unstack()
+        result[column] = stats["mean"]
+        for part in ("std", "ci_low", "ci_high", "n", "wins"):
+            result[f"{column}.{part}"] = stats[part].astype(int if part in ("n", "wins")
+                                                            else float)
     return result.reset_index().drop(columns=["_all"], errors="ignore")
+
+
+def summary(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """A sweep's ``summary.csv``: one row per pair with its ``diff.<metric>``; when the sweep
+    varies the seed, each row also carries its setting's paired statistics over the seeds,
+    ``paired.<metric>.{mean,std,ci_low,ci_high,n,wins}``."""
+    frame = with_differences(table)
+    if SEED not in keys or table.empty:
+        return frame
+    by = [key for key in keys if key != SEED]
+    settings = over_seeds(table, keys)
+    parts = [c for c in settings.columns if c.startswith("diff.")]
+    settings = settings[[*by, *parts]].rename(columns={
+        c: "paired." + (c.removeprefix("diff.") + ".mean" if c.count(".") == 1
+                        else c.removeprefix("diff.")) for c in parts})
+    if not by:
+        return frame.assign(**{c: settings[c].iloc[0] for c in settings.columns})
+    return frame.merge(settings, on=by, how="left")

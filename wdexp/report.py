@@ -16,8 +16,8 @@ last dotted component (``weight_decay``, ``epochs``; the full key where two woul
 each arm's final values to 4 significant digits, wider tables wrapped at 100 columns:
 
     base.loss, decay.loss              final train loss (models without test metrics)
-    base.test_loss, decay.test_loss    final test loss (models with test metrics: the mlp)
-    base.test_acc, decay.test_acc      final test accuracy (the mlp)
+    base.test_loss, decay.test_loss    final test loss (models with test metrics: networks)
+    base.test_acc, decay.test_acc      final test accuracy (networks)
     base.norm, decay.norm              final weight norm
     base.diverged, decay.diverged      only when some pair diverged
     status                             only when some pair is not FINISHED
@@ -32,7 +32,12 @@ messages on standard error.
 
 A sweep that varies ``seed`` is reported one row per setting, with ``seeds`` (how many) and the
 mean and standard deviation over its seeds: ``mean±std`` in the brief table, ``<column>.std``
-columns otherwise (``report.seeds=each`` for one row per pair).
+columns otherwise (``report.seeds=each`` for one row per pair). Because both arms of a pair
+share their init and batches, the per-seed difference decay - baseline is the statistic: the
+brief table adds ``d.<metric> (95% CI)`` (its mean over seeds and the Student t interval) and
+``wins`` (seeds where the decay arm was better, of those where neither diverged); the other
+tables have ``diff.<metric>`` with ``.std``, ``.ci_low``, ``.ci_high``, ``.n`` and ``.wins`` for
+every final metric (:func:`wdexp.analysis.paired`).
 """
 
 from __future__ import annotations
@@ -138,7 +143,9 @@ def pick(found: Pairs, wanted: Sequence[str]) -> pd.DataFrame:
 
 
 def brief(found: Pairs) -> pd.DataFrame:
-    """The 100-column table: differing keys, then each arm's final values as text."""
+    """The 100-column table: differing keys, then each arm's final values as text; over seeds,
+    the paired difference decay - baseline of the first metric with its 95 % interval, and in
+    how many seeds the decay arm won."""
     table = found.table
     shown = {name: table[name] for name in found.keys.values() if table[name].nunique() > 1}
     if "status" in table and table["status"].ne("FINISHED").any():
@@ -157,6 +164,14 @@ def brief(found: Pairs) -> pd.DataFrame:
             shown[f"{ARM_NAMES[arm]}.{METRIC_NAMES[metric]}"] = [
                 _value(mean, std) for mean, std in
                 zip(table[column], table.get(f"{column}.std", [None] * len(table)), strict=True)]
+    outcome = f"diff.{metrics[0]}"  # over seeds: the paired difference of the first metric
+    if outcome in table:
+        short = METRIC_NAMES[metrics[0]]
+        shown[f"d.{short} (95% CI)"] = [
+            _interval(*row) for row in zip(table[outcome], table[f"{outcome}.ci_low"],
+                                           table[f"{outcome}.ci_high"], strict=True)]
+        shown["wins"] = [f"{w}/{n}" for w, n in zip(table[f"{outcome}.wins"],
+                                                    table[f"{outcome}.n"], strict=True)]
     flags = [f"{arm}.diverged" for arm in ARMS]
     if any(pd.to_numeric(table[flag], errors="coerce").gt(0).any() for flag in flags):
         shown.update({f"{ARM_NAMES[arm]}.diverged": table[f"{arm}.diverged"] for arm in ARMS})
@@ -167,6 +182,12 @@ def _value(mean: float, std: float | None) -> str:
     if pd.isna(mean):
         return "NaN"
     return f"{mean:.4g}" if std is None or pd.isna(std) else f"{mean:.4g}±{std:.2g}"
+
+
+def _interval(mean: float, low: float, high: float) -> str:
+    if pd.isna(mean):
+        return "NaN"
+    return f"{mean:+.2g}" if pd.isna(low) else f"{mean:+.2g} [{low:+.2g}, {high:+.2g}]"
 
 
 def render(table: pd.DataFrame, fmt: str, width: int | None = None) -> str:

@@ -98,7 +98,7 @@ class SweepCallback(Callback):
     def _close(self, status: str) -> None:
         if self._open is None:
             return
-        from wdexp.analysis import ARMS  # pandas work happens once, when a sweep ends
+        from wdexp.analysis import ARMS, summary  # pandas work happens once, when a sweep ends
         from wdexp.figures import sweep_figures
 
         sweep, self._open = self._open, None
@@ -122,7 +122,8 @@ class SweepCallback(Callback):
         if status == "FINISHED" and failed:
             status = "FAILED"
         files: dict[str, str | bytes] = {
-            "summary.csv": table.drop(columns=["run_name"]).to_csv(index=False)}
+            "summary.csv": summary(table.drop(columns=["run_name"]), sweep.keys).to_csv(
+                index=False)}
         if not table.empty:
             outcome = ("final_test_loss" if "decay.final_test_loss" in table.columns
                        else "final_loss")

@@ -1,5 +1,6 @@
 """The figures of a sweep: the decay arm against the swept keys, mean over seeds, as curves
-(``sweep.png``) and, when two or more keys vary, as a heatmap (``heatmap.png``)."""
+(``sweep.png``, with the paired difference decay - baseline and its 95 % interval when seeds
+vary) and, when two or more keys vary, as a heatmap (``heatmap.png``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -47,7 +49,7 @@ def _sweep_artists(table: pd.DataFrame, keys: Sequence[str], outcome: str) -> di
         frame[f"{arm}.diverged"] = flags.isin(["true", "1", "1.0"])
     varying = [k for k in keys if k != SEED and frame[k].nunique() > 1]
     seeds = int(frame[SEED].nunique()) if SEED in keys else 1
-    figures = {"sweep.png": _sweep_figure(frame, keys, varying, seeds)}
+    figures = {"sweep.png": _sweep_figure(frame, keys, varying, seeds, outcome)}
     if len(varying) >= 2:
         figures["heatmap.png"] = _heatmap_figure(frame, varying, outcome, seeds)
     return figures
@@ -60,7 +62,7 @@ def _values(frame: pd.DataFrame, arm: str, name: str) -> pd.Series:
 
 
 def _sweep_figure(frame: pd.DataFrame, keys: Sequence[str], varying: list[str],
-                  seeds: int) -> Figure:
+                  seeds: int, outcome: str) -> Figure:
     # Weight decay if swept; else a numeric key (it can be an axis), preferably one that varies.
     x = WEIGHT_DECAY if WEIGHT_DECAY in keys else min(
         (k for k in keys if k != SEED), default=None,
@@ -71,8 +73,12 @@ def _sweep_figure(frame: pd.DataFrame, keys: Sequence[str], varying: list[str],
     log_x = numeric and bool((xs > 0).any()) and (
         x == WEIGHT_DECAY or ((xs > 0).all() and decades_spanned(xs) > 1))
     groups = [k for k in varying if k != x]
-    figure = new_figure(12.8, top=0.75)
-    for ax, name in zip(figure.subplots(1, 2), ("final_loss", "final_weight_norm"), strict=True):
+    # Over seeds, a third panel: the paired difference decay - baseline with its 95 % interval.
+    figure = new_figure(19.2 if seeds > 1 else 12.8, top=0.75)
+    axes = figure.subplots(1, 3 if seeds > 1 else 2)
+    if seeds > 1:
+        _paired_axis(axes[2], frame, xs, numeric, categories, log_x, groups, outcome, x)
+    for ax, name in zip(axes[:2], ("final_loss", "final_weight_norm"), strict=True):
         data = frame.assign(_x=xs if numeric else xs.map({c: i for i, c in enumerate(categories)}),
                             _v=_values(frame, DECAY, name), _b=_values(frame, BASELINE, name),
                             _d=frame[f"{DECAY}.diverged"])
@@ -110,6 +116,41 @@ def _sweep_figure(frame: pd.DataFrame, keys: Sequence[str], varying: list[str],
     figure.suptitle(f"decay arm against {x or 'run'}"
                     + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""))
     return figure
+
+
+def _paired_axis(ax: Axes, frame: pd.DataFrame, xs: pd.Series, numeric: bool,
+                 categories: list, log_x: bool, groups: list[str], outcome: str,
+                 x: str | None) -> None:
+    """Decay - baseline of ``outcome`` per setting: mean over seeds and its 95 % t-interval
+    (:func:`wdexp.analysis.paired`), a line at 0 (no effect)."""
+    from wdexp.analysis import HIGHER_IS_BETTER, paired
+
+    data = frame.assign(_x=xs if numeric else xs.map({c: i for i, c in enumerate(categories)}),
+                        _d=_values(frame, DECAY, outcome) - _values(frame, BASELINE, outcome))
+    parts = data.groupby(groups, dropna=False) if groups else [((), data)]
+    higher = outcome in HIGHER_IS_BETTER
+    for i, (combo, rows) in enumerate(parts):
+        shown = rows[rows["_x"] > 0] if log_x else rows.dropna(subset="_x")
+        points = [(value, paired(group["_d"], higher)) for value, group in shown.groupby("_x")]
+        if not points:
+            continue
+        where = np.array([p for p, _ in points], dtype=float)
+        stats = [s for _, s in points]
+        mean = np.array([s["mean"] for s in stats])
+        errors = np.nan_to_num(np.array([[s["mean"] - s["ci_low"] for s in stats],
+                                         [s["ci_high"] - s["mean"] for s in stats]]))
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={fmt(v)}"
+                          for k, v in zip(groups, combo, strict=True)) or "decay - baseline"
+        ax.errorbar(where, mean, yerr=errors, color=f"C{i % 10}", marker="o", ms=4, capsize=3,
+                    label=label)
+    ax.axhline(0, color="grey", lw=1, ls=":")
+    if log_x:
+        log_scale(ax, "x", decades_spanned(xs[xs > 0]))
+    if not numeric:
+        ax.set_xticks(range(len(categories)), [fmt(c) for c in categories])
+    what = outcome.removeprefix("final_").replace("_", " ")
+    ax.set(xlabel=x or "", ylabel=f"decay - baseline: final {what}",
+           title=f"paired difference, 95 % CI ({'higher' if higher else 'lower'} is better)")
 
 
 def _heatmap_figure(frame: pd.DataFrame, varying: list[str], outcome: str, seeds: int) -> Figure:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
-
 from scipy import stats
 
 from tests.conftest import StoreReader, multirun

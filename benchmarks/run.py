@@ -78,6 +78,7 @@ class Case:
 
 def cases(smoke: bool) -> list[Case]:
     seed, long, sweep, steps = (3, 30, 5, 333) if smoke else (30, 3000, 1000, 10_000)
+    bn_epochs = 3 if smoke else 150
     decays = "0,0.01" if smoke else WEIGHT_DECAYS
     n = len(decays.split(","))
     return [
@@ -91,6 +92,10 @@ def cases(smoke: bool) -> list[Case]:
              wdexp("-m", f"epochs={sweep}", f"optimizer.weight_decay={decays}"),
              tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.3,
              rounds=MULTIRUN_ROUNDS),
+        # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
+        Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",
+             wdexp("model=bn_mlp", f"epochs={bn_epochs}"),
+             wdexp("model=bn_mlp", f"epochs={bn_epochs}", "geometry=false"), 1.15),
         # In-process repetitions, alternated inside the probe: one process is all it takes.
         Case(f"metric ingestion ({6 * steps} points) / log_batch direct",
              Command((PY, str(HERE / "ingest.py"), "--keys", "6", "--steps", str(steps),

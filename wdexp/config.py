@@ -151,6 +151,7 @@ class JobSpec:
     device: str
     tracking: TrackingSpec
     resume: bool = False
+    geometry: bool = True
 
 
 # MLflow's validation allows 500 characters, but its experiments table stores names in a
@@ -199,8 +200,12 @@ def parse_job(cfg: DictConfig) -> JobSpec:
     resume = cfg.get("resume", False)
     if not isinstance(resume, bool):
         raise ConfigError("resume", "must be true or false", resume)
+    geometry = cfg.get("geometry", True)
+    if not isinstance(geometry, bool):
+        raise ConfigError("geometry", "must be true or false", geometry)
     return JobSpec(
         resume=resume,
+        geometry=geometry,
         seed=torch_seed("seed", cfg.get("seed")),
         epochs=positive_int("epochs", cfg.get("epochs")),
         device=device,

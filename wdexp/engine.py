@@ -18,7 +18,9 @@ Besides what the model reports, every record has ``lr`` (the decayed group's cur
 rate), ``grad_norm`` — of the unpenalised loss; for mini-batches, of the mean gradient over the
 epoch's steps — and ``decay_grad_ratio`` = ‖λθ‖ / ``grad_norm``, how strongly decay pulls
 against the loss; models with a closed-form solution add ``distance_to_solution`` = ‖θ - θ*_λ‖.
-A scheduler steps after every optimizer step.
+A scheduler steps after every optimizer step. Networks add each decayed layer's step
+geometry (``angular_update/<layer>``, ``effective_lr/<layer>``, …; see :mod:`wdexp.geometry`),
+the means over the steps that led to the record.
 
 Divergence is a result: an arm whose loss or weights stop being finite is recorded as diverged
 at that step and stops; the other arms go on. Other non-finite values (a ratio over a zero
@@ -71,9 +73,15 @@ def _backward(arm: Arm, loss: Tensor) -> None:
     (loss if penalty is None else loss + penalty).backward()
 
 
-def _step(arm: Arm) -> None:
+def _step(arm: Arm, grads: list[Tensor]) -> None:
+    geometry = arm.geometry
+    if geometry is not None:
+        by_param = {id(p): g for p, g in zip(arm.model.parameters(), grads, strict=True)}
+        geometry.before(by_param, arm.optimizer.param_groups[0]["lr"])
     arm.decay.before_step()
     arm.optimizer.step()
+    if geometry is not None:
+        geometry.after()
     if arm.scheduler is not None:
         arm.scheduler.step()
 
@@ -122,7 +130,7 @@ def _epoch(arm: Arm, epoch: int, update: bool) -> tuple[Tensor, list[Tensor]]:
             sums, total = [g.clone() for g in grads], loss.detach().clone()
         count += 1
         if update:
-            _step(arm)
+            _step(arm, grads)
     if total is None:
         raise RuntimeError(f"{type(model).__name__}.batches({epoch}) yielded no batch")
     return total / count, torch._foreach_div(sums, count) if sums else []
@@ -174,11 +182,13 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
                 _backward(arm, loss)
                 grads = _loss_gradients(arm)
             values["lr"] = arm.optimizer.param_groups[0]["lr"]
-            values.update((k, v) for k, v in _gradient_metrics(arm, grads).items()
-                          if math.isfinite(v))
+            measured = {**_gradient_metrics(arm, grads), **(
+                {} if arm.geometry is None else
+                arm.geometry.flush(arm.equilibrium_angle, last=epoch == epochs))}
+            values.update((k, v) for k, v in measured.items() if math.isfinite(v))
             metrics[arm.name] = values
             if epoch < epochs and not minibatched:
-                _step(arm)
+                _step(arm, grads)
             arm.optimizer.zero_grad()
         yield Step(epoch, metrics, tuple(diverged))
         if all(arm.diverged_at is not None for arm in arms):

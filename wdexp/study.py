@@ -21,6 +21,7 @@ from wdexp import data as data_group
 from wdexp.arms import BASELINE, DECAY, ArmSpec, differences, parse_arms
 from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
 from wdexp.decay import WeightDecay
+from wdexp.geometry import Geometry, adam_family, predicted_angular_update
 from wdexp.models.contract import (
     Artifacts,
     ClosedForm,
@@ -46,6 +47,8 @@ class Arm:
     spec: ArmSpec
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # steps per optimizer step
     solution: torch.Tensor | None = None  # where this arm's training should converge, if known
+    geometry: Geometry | None = None  # per-layer step geometry, for models with weight rows
+    equilibrium_angle: float | None = None  # the angular update theory predicts at equilibrium
     diverged_at: int | None = field(default=None)
 
 
@@ -62,6 +65,7 @@ class FigureSpec:
     weight_decay: Mapping[str, float]
     predicted: Mapping[str, Mapping[str, list[float]]] | None = None
     surface: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    equilibrium: Mapping[str, float | None] | None = None  # predicted angular update per arm
 
 
 @dataclass
@@ -109,7 +113,9 @@ class Study:
         weight_decay = {arm.name: arm.weight_decay for arm in self.arms}
         model = self.arms[0].model
         if not isinstance(model, ClosedForm):
-            return FigureSpec(self.name, weight_decay)
+            equilibrium = {arm.name: arm.equilibrium_angle for arm in self.arms
+                           if arm.geometry is not None}
+            return FigureSpec(self.name, weight_decay, equilibrium=equilibrium or None)
         form = model.closed_form()
         init = np.concatenate([p.detach().double().cpu().numpy().ravel()
                                for p in model.parameters()])
@@ -210,6 +216,11 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
                     if isinstance(arm_model, KnownSolution) else None)
         optimizer, decay = spec.optimizer.build(arm_model)
         scheduler = spec.scheduler.build(optimizer, total_steps)
+        decayed = {id(p) for p in decay.decayed}
+        layers = [(name, p) for name, p in arm_model.named_parameters()
+                  if id(p) in decayed and p.ndim >= 2]
+        geometry = (Geometry(layers, adam_family(spec.optimizer), total_steps)
+                    if layers and job.geometry else None)
         arms.append(Arm(spec.name, weight_decay, arm_model, optimizer, decay, spec, scheduler,
-                        solution))
+                        solution, geometry, predicted_angular_update(spec.optimizer)))
     return Study(job, decay_spec.optimizer, arms, labels, changes)

@@ -22,6 +22,7 @@ from wdexp.figures.canvas import (
     new_figure,
     png,
 )
+from wdexp.figures.geometry import geometry_figure, has_geometry
 
 GRID = 160  # surface samples per axis
 
@@ -35,15 +36,20 @@ class PairPlot:
     weight_decay: Mapping[str, float]  # arm -> effective λ
     predicted: Mapping[str, pd.DataFrame] | None = None  # arm -> closed form, same convention
     surface: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # L(W1, W2)
+    equilibrium: Mapping[str, float | None] | None = None  # arm -> predicted angular update
 
 
 def pair_figures(plot: PairPlot) -> dict[str, bytes]:
-    """``loss.png``, ``weights.png`` and, given a surface and ``w_1, w_2``, ``trajectory.png``."""
+    """``loss.png``, ``weights.png``, given a surface and ``w_1, w_2`` ``trajectory.png``, and
+    for networks that log their layer geometry ``geometry.png``."""
     return {name: png(figure) for name, figure in _pair_artists(plot).items()}
 
 
 def _pair_artists(plot: PairPlot) -> dict[str, Figure]:
     figures = {"loss.png": _loss_figure(plot), "weights.png": _weights_figure(plot)}
+    if has_geometry(plot.histories):
+        figures["geometry.png"] = geometry_figure(plot.title, plot.histories,
+                                                  plot.equilibrium or {})
     if plot.surface is not None and _paths(plot):
         figures["trajectory.png"] = _trajectory_figure(plot)
     return figures

@@ -163,7 +163,7 @@ class PairLog:
             predicted = {arm: pd.DataFrame(dict(columns)).set_index("step")
                          for arm, columns in spec.predicted.items()}
         plot = PairPlot(spec.title, self.history.frames(), spec.weight_decay, predicted,
-                        spec.surface)
+                        spec.surface, spec.equilibrium)
         return {f"figures/{name}": png for name, png in pair_figures(plot).items()}
 
     def outcome(self) -> str:

@@ -33,6 +33,7 @@ from wdexp.tracking.records import (
 from wdexp.tracking.store import Store, create_run, terminate
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+RATIO = "equilibrium_ratio/"
 
 
 @functools.cache
@@ -125,6 +126,11 @@ class PairRecorder:
         summary = [Metric(f"{arm}.final_{name}", values[name], timestamp, 0)
                    for arm, values in self.last.items()
                    for name in SUMMARY_METRICS if name in values]
+        # The measured/predicted equilibrium angle per layer (wdexp.geometry), last step only.
+        summary += [Metric(f"{arm}.{name.removeprefix(RATIO)}.equilibrium_ratio", value,
+                           timestamp, 0)
+                    for arm, values in self.last.items()
+                    for name, value in values.items() if name.startswith(RATIO)]
         summary += [Metric(f"{arm}.diverged", float(arm in self.diverged_at), timestamp, 0)
                     for arm in self.arm_ids]
         self.store.client.log_batch(self.pair_id, metrics=summary)

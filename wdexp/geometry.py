@@ -1,0 +1,153 @@
+r"""The geometry of weight decay on a network's layers, measured at every optimizer step.
+
+For each decayed weight of two or more dimensions (a ``Linear`` matrix, a ``Conv`` filter
+bank) a *row* is one output unit's incoming weights :math:`w_r` (flattened) — the unit a
+following normalisation makes scale-invariant. Each step, before and after the update, with
+:math:`g_r` the row's gradient of the loss alone (no decay term) and :math:`\eta` the current
+lr, the arm accumulates on the device (no host sync until the epoch's record):
+
+``angular_update/<layer>``
+    :math:`\angle(w_r, w_r')`, the angle (radians) a row turns in one step;
+``effective_lr/<layer>``
+    :math:`\eta/\lVert w_r\rVert^2` for SGD-family optimizers, :math:`\eta/\lVert w_r\rVert`
+    for Adam-family ones (whose update has a fixed size, so only one norm divides it): the lr a
+    scale-invariant row effectively sees;
+``grad_to_weight/<layer>``
+    :math:`\lVert g_r\rVert/\lVert w_r\rVert`;
+``cos_grad_weight/<layer>``
+    :math:`\cos(g_r, w_r)`, 0 for a scale-invariant row (its gradient is orthogonal to it) — a
+    check that the layer really is.
+
+Each is the mean over the layer's rows and the epoch's steps.
+
+**Rotational equilibrium** (van Laarhoven, 2017; Wan et al., 2020; Kosson et al., 2023): for a
+scale-invariant row whose gradient noise dominates, decay and gradient balance once the norm
+settles (on a timescale of about :math:`1/(\eta\lambda)` steps), and the expected angular update
+per step is then
+
+.. math:: \sqrt{2\eta\lambda/(1+\alpha)}\ \text{(SGD, momentum } \alpha\text{)}, \qquad
+          \sqrt{2\eta\lambda(1-\beta_1)/(1+\beta_1)}\ \text{(AdamW)}.
+
+It assumes the noise-dominated regime — the gradient's direction random from step to step —
+not a run whose training loss goes to 0 (then the gradient vanishes, the norm shrinks to the
+decay alone and the angle falls below the prediction). On the last step the engine adds
+``equilibrium_ratio/<layer>`` = the measured angular update, mean over the last 10 % of the run's
+steps, / the prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from wdexp.optimizers import OptimizerSpec
+
+KEYS = ("angular_update", "effective_lr", "grad_to_weight", "cos_grad_weight")
+TAIL = 0.1  # the share of the run's last steps the equilibrium ratio averages
+
+
+def adam_family(spec: OptimizerSpec) -> bool:
+    """Optimizers whose update is normalised per coordinate (Adam, AdamW, NAdam, RAdam, …)."""
+    return "adam" in spec.cls.__name__.lower()
+
+
+def predicted_angular_update(spec: OptimizerSpec) -> float | None:
+    """The equilibrium angle per step for this optimizer and decay, or None where the theory
+    gives none (no decay; decay coupled into Adam's gradient)."""
+    lam = spec.weight_decay
+    if not lam:
+        return None
+    lr = spec.lr
+    # Independent decay shrinks by λ per step (at constant lr), the others by η·λ.
+    shrink = lam if spec.decay_mode == "independent" else lr * lam
+    if adam_family(spec):
+        decoupled = spec.decay_mode in ("decoupled", "independent") or (
+            spec.decay_mode == "native" and spec.cls is torch.optim.AdamW)
+        if not decoupled:
+            return None
+        beta1 = spec.kwargs.get("betas", (0.9, 0.999))[0]
+        return math.sqrt(2 * shrink * (1 - beta1) / (1 + beta1))
+    momentum = spec.kwargs.get("momentum", 0.0)
+    return math.sqrt(2 * shrink / (1 + momentum))
+
+
+def _rows(tensor: Tensor) -> Tensor:
+    return tensor.detach().reshape(len(tensor), -1)
+
+
+class Geometry:
+    """One arm's per-layer step geometry, accumulated on the device over an epoch."""
+
+    def __init__(self, layers: Sequence[tuple[str, torch.nn.Parameter]], adam: bool,
+                 total_steps: int) -> None:
+        self.layers = list(layers)
+        self.power = 1 if adam else 2
+        self.tail_from = math.floor(total_steps * (1 - TAIL))
+        self.step = 0
+        self._sums: list[Tensor] | None = None  # per layer: the four KEYS, summed over steps
+        self._count = 0
+        self._tail: list[Tensor] | None = None  # per layer: angular updates in the tail
+        self._tail_count = 0
+        self._before: list[Tensor] = []
+
+    def before(self, grads: dict[int, Tensor], lr: float) -> None:
+        """Just before an optimizer step: the weights and loss gradients it starts from."""
+        self._before = []
+        stats = []
+        for _, weight in self.layers:
+            rows = _rows(weight).clone()
+            grad = _rows(grads[id(weight)])
+            norm = torch.linalg.vector_norm(rows, dim=1)
+            grad_norm = torch.linalg.vector_norm(grad, dim=1)
+            stats.append(torch.stack([
+                (lr / norm.pow(self.power)).mean(),
+                (grad_norm / norm).mean(),
+                ((grad * rows).sum(dim=1) / (grad_norm * norm)).mean()]))
+            self._before.append(rows)
+        self._pending = stats
+
+    def after(self) -> None:
+        """Just after it: each row's angle from where it started."""
+        values = []
+        for (_, weight), rows, stats in zip(self.layers, self._before, self._pending,
+                                            strict=True):
+            after = _rows(weight)
+            cosine = (rows * after).sum(dim=1) / (torch.linalg.vector_norm(rows, dim=1)
+                                                 * torch.linalg.vector_norm(after, dim=1))
+            angle = torch.arccos(cosine.clamp(-1.0, 1.0)).mean()
+            values.append(torch.cat([angle.reshape(1), stats]))
+        if self._sums is None:
+            self._sums = values
+        else:
+            torch._foreach_add_(self._sums, values)
+        self._count += 1
+        if self.step >= self.tail_from:
+            angles = [v[0] for v in values]
+            if self._tail is None:
+                self._tail = [a.clone() for a in angles]
+            else:
+                torch._foreach_add_(self._tail, angles)
+            self._tail_count += 1
+        self.step += 1
+        self._before = []
+
+    def flush(self, predicted: float | None, last: bool) -> dict[str, float]:
+        """The epoch's means per layer (one host transfer), and on the ``last`` record the
+        equilibrium ratio against ``predicted``; then start the next epoch."""
+        if self._sums is None:
+            return {}
+        parts = [torch.stack(self._sums) / self._count]
+        with_tail = last and predicted and self._tail is not None
+        if with_tail:
+            parts.append(torch.stack(self._tail).reshape(-1, 1) / self._tail_count / predicted)
+        values = torch.cat(parts, dim=1).tolist() if with_tail else parts[0].tolist()
+        self._sums, self._count = None, 0
+        metrics = {}
+        for (name, _), row in zip(self.layers, values, strict=True):
+            metrics.update({f"{key}/{name}": value for key, value in zip(KEYS, row, strict=False)})
+            if with_tail:
+                metrics[f"equilibrium_ratio/{name}"] = row[len(KEYS)]
+        return metrics

@@ -98,3 +98,25 @@ def test_sgd_momentum_reaches_rotational_equilibrium_on_a_scale_invariant_net(ru
     assert baseline[-1] < 0.5 * decay[-1]
     figures = {f.path for f in reader.client.list_artifacts(pair_id, "figures")}
     assert "figures/geometry.png" in figures
+
+
+def test_an_epoch_of_steps_reads_nothing_back_from_the_device(monkeypatch):
+    """What the engine and the geometry compute per step stays a tensor: no .item(),
+    .tolist(), float() or truth test of one (each a host-device sync on CUDA) until the
+    epoch's record."""
+    pair = study.build(compose_config("model=bn_mlp", "optimizer=sgd_momentum", "epochs=1",
+                                      "scheduler=cosine"))
+    arm = pair.arms[1]
+    generators = engine._Generators(pair.arms)
+
+    def sync(*args, **kwargs):
+        raise AssertionError("a per-step host sync")
+
+    with monkeypatch.context() as patch:
+        for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+            patch.setattr(torch.Tensor, name, sync)
+        loss, grads = engine._minibatch_record(arm, 1, generators)  # an epoch of 43 steps
+    assert arm.geometry is not None and arm.geometry.step == 43
+    assert math.isfinite(loss.item()) and len(grads) == 2
+    assert set(arm.geometry.flush(arm.equilibrium_angle, last=True)) >= {
+        "angular_update/layers.0.weight", "equilibrium_ratio/layers.1.weight"}

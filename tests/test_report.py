@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from tests.conftest import PYTHON, StoreReader, child_env, multirun
 from wdexp import analysis
 from wdexp.config import ROOT, ConfigError
-from wdexp.report import Pairs, brief, pairs, pick, quote_sweep
+from wdexp.report import Pairs, best, brief, pairs, pick, quote_sweep
 
 # How a user starts the report: `python -m wdexp.report`, or the console script.
 REPORT = ("-m", "wdexp.report")
@@ -167,3 +167,18 @@ def test_report_on_a_missing_store_is_a_one_line_error(tmp_path):
     assert result.stderr.strip() == f"wdexp: tracking.uri names no existing store (got 'sqlite:///{tmp_path}/none.db')"
     assert not (tmp_path / "none.db").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_best_picks_the_key_value_with_the_lowest_decay_test_loss_per_setting():
+    table = pd.DataFrame({
+        "fraction": [0.5, 0.5, 0.5, 1.0, 1.0, 1.0],
+        "weight_decay": [0.1, 0.3, 1.0, 0.1, 0.3, 1.0],
+        "decay.final_test_loss": [0.9, 0.7, 0.8, 0.5, 0.6, 0.95],
+        "decay.final_loss": [0.1] * 6})
+    keys = {"data.fraction": "fraction", "optimizer.weight_decay": "weight_decay"}
+    picked = best(Pairs(table, keys, []), "weight_decay")
+    assert picked.to_dict("list") == {"fraction": [0.5, 1.0], "weight_decay": [0.3, 0.1],
+                                      "decay.final_test_loss": [0.7, 0.5]}
+    assert best(Pairs(table, keys, []), "optimizer.weight_decay").equals(picked)
+    with pytest.raises(ConfigError, match="report.best must name"):
+        best(Pairs(table, keys, []), "momentum")

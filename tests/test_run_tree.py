@@ -65,6 +65,8 @@ def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, rea
     # The params are that same config flattened: every leaf and nothing else, each param read
     # back as YAML equal to the leaf's value.
     leaves = dict(_leaves(logged))
+    # Beside the config: the decay's timescale 1/(ηλ) in steps (one step per epoch here).
+    assert params.pop("tau_iter") == params.pop("tau_epoch") == "2000"
     assert set(params) == set(leaves)
     for key, value in leaves.items():
         assert yaml.safe_load(params[key]) == value, (key, params[key])

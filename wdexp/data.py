@@ -15,6 +15,9 @@ group, popped before the loader is called:
 ``features``, ``classes``
     the shape the data promises, for models to interpolate (``${data.features}``); checked
     against what the loader returns.
+``fraction``
+    the share of the training set used (its first samples; default 1): the data-set size of a
+    scaling study. The test set stays whole.
 
 A data set's identity — its generator's arguments and a SHA-256 of its tensors — is logged as
 ``data.*`` params of the pair run.
@@ -36,10 +39,10 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from wdexp.config import ConfigError, instantiable, positive_int, torch_seed
+from wdexp.config import ConfigError, finite_number, instantiable, positive_int, torch_seed
 
 LOSSES = ("cross_entropy", "mse")
-TASK_KEYS = ("loss", "batch_size", "batch_seed", "features", "classes")
+TASK_KEYS = ("loss", "batch_size", "batch_seed", "features", "classes", "fraction")
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,6 @@ def digits(test_fraction: float = 0.25, split_seed: int = 0) -> Data:
     to [0, 1], 10 classes, a stratified split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
-
-    from wdexp.config import finite_number
 
     test_fraction = finite_number("test_fraction", test_fraction, minimum=0, strict=True,
                                   below=1)
@@ -182,6 +183,15 @@ def load(cfg: DictConfig) -> tuple[Data, Task]:
     except ConfigError as error:
         raise (error if error.key.startswith("data.") else error.within("data")) from None
     _check_shapes(data, declared.get("features"), task)
+    fraction = declared["fraction"]
+    if fraction is not None:
+        fraction = finite_number("data.fraction", fraction, minimum=0, strict=True)
+        if fraction > 1:
+            raise ConfigError("data.fraction", "must be a share of the training set in (0, 1]",
+                              fraction)
+        kept = max(round(len(data.y_train) * fraction), 1)
+        data = Data(data.x_train[:kept], data.y_train[:kept], data.x_test, data.y_test,
+                    data.identity)
     return Data(data.x_train, data.y_train, data.x_test, data.y_test,
                 {**data.identity, "sha256": data.sha256(),
                  "n_train": str(len(data.y_train)), "n_test": str(len(data.y_test))}), task

@@ -74,6 +74,18 @@ def predicted_angular_update(spec: OptimizerSpec) -> float | None:
     return math.sqrt(2 * shrink / (1 + momentum))
 
 
+def timescale(spec: OptimizerSpec) -> float | None:
+    """The decay's timescale τ in optimizer steps: the weights are an exponential moving
+    average over about 1/(ηλ) steps (1/λ for independent decay; Wang & Aitchison, 2024, for
+    AdamW). None without decay, or for decay coupled into Adam's gradient."""
+    if not spec.weight_decay:
+        return None
+    if adam_family(spec) and predicted_angular_update(spec) is None:
+        return None
+    shrink = spec.weight_decay if spec.decay_mode == "independent" else spec.lr * spec.weight_decay
+    return 1 / shrink
+
+
 def _rows(tensor: Tensor) -> Tensor:
     return tensor.detach().reshape(len(tensor), -1)
 

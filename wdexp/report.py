@@ -8,6 +8,7 @@ Takes the same ``tracking.uri=`` / ``tracking.experiment=`` overrides as ``wdexp
     python -m wdexp.report report.columns=all               # every column, full names
     python -m wdexp.report "report.columns=[epochs,weight_decay,decay.final_loss]"
     python -m wdexp.report report.format=csv report.output=pairs.csv
+    python -m wdexp.report report.sweep=latest report.best=weight_decay  # best λ per setting
 
 The table (``report.columns=brief``) shows the config keys, group choices (``model``,
 ``optimizer``) included, whose value differs between the listed pairs — not ``tracking.*``,
@@ -184,6 +185,26 @@ def _value(mean: float, std: float | None) -> str:
     return f"{mean:.4g}" if std is None or pd.isna(std) else f"{mean:.4g}±{std:.2g}"
 
 
+def best(found: Pairs, key: str) -> pd.DataFrame:
+    """For each setting of the other keys that differ, the value of ``key`` (a column name or
+    config key) whose decay arm reached the lowest final test loss (final loss for models
+    without one), with that outcome — e.g. the best weight decay per data fraction."""
+    column = {**{name: name for name in found.table.columns}, **found.keys}.get(key)
+    if column is None:
+        raise ConfigError("report.best", "must name a config key or column of these pairs", key)
+    table = found.table
+    outcome = ("decay.final_test_loss" if table.get("decay.final_test_loss") is not None
+               and table["decay.final_test_loss"].notna().any() else "decay.final_loss")
+    others = [name for name in found.keys.values()
+              if name != column and name in table and table[name].nunique() > 1]
+    values = pd.to_numeric(table[outcome], errors="coerce")
+    ranked = table.assign(_v=values).dropna(subset="_v")
+    picked = (ranked.loc[ranked.groupby(others, dropna=False)["_v"].idxmin()] if others
+              else ranked.loc[[ranked["_v"].idxmin()]] if len(ranked) else ranked)
+    shown = [*others, column, outcome, *(["seeds"] if "seeds" in table else [])]
+    return picked[shown].sort_values(others or [column]).reset_index(drop=True)
+
+
 def _interval(mean: float, low: float, high: float) -> str:
     if pd.isna(mean):
         return "NaN"
@@ -223,7 +244,9 @@ def main(cfg: DictConfig) -> None:
         sweep = None if cfg.report.sweep is None else str(cfg.report.sweep)
         found = pairs(store, sweep, cfg.report.seeds,
                       extra=columns if isinstance(columns, list) else ())
-        if isinstance(columns, list):
+        if cfg.report.get("best") is not None:
+            text = render(best(found, str(cfg.report.best)), fmt, WIDTH)
+        elif isinstance(columns, list):
             text = render(pick(found, columns), fmt, WIDTH)
         elif columns == "brief" and fmt == "table":
             text = render(brief(found), fmt, WIDTH)

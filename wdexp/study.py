@@ -21,7 +21,7 @@ from wdexp import data as data_group
 from wdexp.arms import BASELINE, DECAY, ArmSpec, differences, parse_arms
 from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
 from wdexp.decay import WeightDecay
-from wdexp.geometry import Geometry, adam_family, predicted_angular_update
+from wdexp.geometry import Geometry, adam_family, predicted_angular_update, timescale
 from wdexp.models.contract import (
     Artifacts,
     ClosedForm,
@@ -82,9 +82,15 @@ class Study:
         return model.artifacts() if isinstance(model, Artifacts) else {}
 
     def params(self) -> dict[str, str]:
-        """Params beyond the config: what identifies the model's data."""
+        """Params beyond the config: what identifies the model's data, and the decay arm's
+        timescale ``tau_iter`` = 1/(ηλ) in optimizer steps and ``tau_epoch`` in epochs."""
         model = self.arms[0].model
-        return model.params() if isinstance(model, Identified) else {}
+        params = model.params() if isinstance(model, Identified) else {}
+        tau = timescale(self.optimizer)
+        if tau is not None:
+            per_epoch = model.steps_per_epoch if isinstance(model, MiniBatched) else 1
+            params.update({"tau_iter": f"{tau:.6g}", "tau_epoch": f"{tau / per_epoch:.6g}"})
+        return params
 
     @property
     def name(self) -> str:

@@ -180,5 +180,5 @@ def test_best_picks_the_key_value_with_the_lowest_decay_test_loss_per_setting():
     assert picked.to_dict("list") == {"fraction": [0.5, 1.0], "weight_decay": [0.3, 0.1],
                                       "decay.final_test_loss": [0.7, 0.5]}
     assert best(Pairs(table, keys, []), "optimizer.weight_decay").equals(picked)
-    with pytest.raises(ConfigError, match="report.best must name"):
+    with pytest.raises(ConfigError, match=r"report\.best must name"):
         best(Pairs(table, keys, []), "momentum")

@@ -78,7 +78,7 @@ class Case:
 
 def cases(smoke: bool) -> list[Case]:
     seed, long, sweep, steps = (3, 30, 5, 333) if smoke else (30, 3000, 1000, 10_000)
-    bn_epochs = 3 if smoke else 150
+    bn_epochs = 3 if smoke else 60
     decays = "0,0.01" if smoke else WEIGHT_DECAYS
     n = len(decays.split(","))
     return [

@@ -98,13 +98,13 @@ def test_batchnorm_running_statistics_are_untouched_by_the_step_0_record():
 
 def test_a_fraction_of_the_training_set_and_the_decays_timescale_as_params():
     whole, _ = data.load(compose_config("model=mlp").data)
-    half, _ = data.load(compose_config("model=mlp", "+data.fraction=0.5").data)
+    half, _ = data.load(compose_config("model=mlp", "data.fraction=0.5").data)
     assert len(half.y_train) == round(len(whole.y_train) / 2)
     assert torch.equal(half.x_train, whole.x_train[:len(half.y_train)])
     assert torch.equal(half.x_test, whole.x_test)  # the test set stays whole
     with pytest.raises(data.ConfigError, match=r"^data.fraction must be a share"):
-        data.load(compose_config("model=mlp", "+data.fraction=1.5").data)
-    pair = study.build(compose_config("model=mlp", "+data.fraction=0.5", "optimizer=adamw",
+        data.load(compose_config("model=mlp", "data.fraction=1.5").data)
+    pair = study.build(compose_config("model=mlp", "data.fraction=0.5", "optimizer=adamw",
                                       "optimizer.lr=0.002", "optimizer.weight_decay=0.5"))
     steps_per_epoch = math.ceil(len(half.y_train) / 32)
     assert pair.params()["tau_iter"] == "1000"  # 1/(ηλ)

@@ -182,3 +182,16 @@ def test_best_picks_the_key_value_with_the_lowest_decay_test_loss_per_setting():
     assert best(Pairs(table, keys, []), "optimizer.weight_decay").equals(picked)
     with pytest.raises(ConfigError, match=r"report\.best must name"):
         best(Pairs(table, keys, []), "momentum")
+
+
+def test_a_seed_sweep_of_a_network_is_one_row_per_setting(tmp_path, store_uri):
+    """The batch order follows the seed and the data's identity and the decay's timescale are
+    derived params: none of them splits a setting or takes a column."""
+    result = multirun("model=mlp", "data.batch_size=null", "epochs=1", "seed=0,1",
+                      "optimizer.weight_decay=0.1,0.3", tmp_path=tmp_path, store_uri=store_uri)
+    assert result.returncode == 0, result.stderr
+    found = pairs(analysis.open_store(store_uri), "latest")
+    assert len(found.table) == 2 and set(found.table["seeds"]) == {2}
+    shown = brief(found)
+    assert not {"batch_seed", "tau_iter", "tau_epoch", "sha256"} & set(shown.columns)
+    assert {"weight_decay", "seeds", "d.test_loss (95% CI)", "wins"} <= set(shown.columns)

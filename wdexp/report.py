@@ -65,6 +65,11 @@ COLUMNS = {"model": "model", "optimizer": "optimizer", "optimizer.decay_mode": "
            "optimizer.lr": "lr", "optimizer.weight_decay": "weight_decay", "seed": "seed"}
 # Where a run's results went, not what it computed: never a column of their own.
 NOT_SETTINGS = ("tracking.", "paths.", "resume")
+# Params derived from the settings (the data's identity, the decay's timescale): not settings.
+DERIVED = ("tau_iter", "tau_epoch", "data.sha256", "data.n_train", "data.n_test", "data.source",
+           "data.generator.")
+# Keys that follow another by default: shown only where they were set apart from it.
+FOLLOWS = {"data.batch_seed": "seed"}
 FORMATS = ("table", "csv")
 SEEDS = ("aggregate", "each")
 WIDTH = 100
@@ -103,7 +108,7 @@ def pairs(store: Store, sweep: str | None = None, seeds: str = "aggregate",
     between them and those of ``extra`` that they recorded."""
     sweep_id, swept = find_sweep(store, sweep) if sweep else (None, [])
     recorded = {key: values for key, values in config_values(store, sweep_id).items()
-                if not key.startswith(NOT_SETTINGS)}
+                if not key.startswith((*NOT_SETTINGS, *DERIVED))}
     differing = {key for key, values in recorded.items() if len(values) > 1}
     keys = list(dict.fromkeys([
         *COLUMNS, *swept, *sorted(key for key in differing
@@ -112,7 +117,7 @@ def pairs(store: Store, sweep: str | None = None, seeds: str = "aggregate",
     table = pair_table(store, sweep_id, keys=keys).drop(columns=["run_name"])
     if SEED in swept and seeds == "aggregate":
         # Within one sweep only the swept keys differ, so equal keys but the seed = one setting.
-        table = over_seeds(table.drop(columns=["run_id", "status"]), keys)
+        table = over_seeds(table.drop(columns=["run_id", "status"]), swept)
     columns = {key: name for key, name in names(keys).items() if key in table.columns}
     return Pairs(table.rename(columns=columns), columns, sorted(recorded))
 
@@ -122,9 +127,10 @@ def _redundant(key: str, differing: set[str], recorded: dict[str, set[str]]) -> 
     group, _, leaf = key.partition(".")
     if leaf == "_target_" and group in differing:
         return True
-    # The baseline's lr follows the decay arm's (${optimizer.lr}) unless set apart.
-    followed = key.removeprefix(BASELINE_NODE)
-    return key.startswith(BASELINE_NODE) and recorded.get(followed) == recorded[key]
+    # The baseline's lr follows the decay arm's (${optimizer.lr}) unless set apart; the batch
+    # order follows the seed.
+    followed = FOLLOWS.get(key, key.removeprefix(BASELINE_NODE))
+    return followed != key and recorded.get(followed) == recorded[key]
 
 
 def report(store: Store, sweep: str | None = None, seeds: str = "aggregate") -> pd.DataFrame:

@@ -108,8 +108,9 @@ def pairs(store: Store, sweep: str | None = None, seeds: str = "aggregate",
     between them and those of ``extra`` that they recorded."""
     sweep_id, swept = find_sweep(store, sweep) if sweep else (None, [])
     recorded = {key: values for key, values in config_values(store, sweep_id).items()
-                if not key.startswith((*NOT_SETTINGS, *DERIVED))}
-    differing = {key for key, values in recorded.items() if len(values) > 1}
+                if not key.startswith(NOT_SETTINGS)}
+    differing = {key for key, values in recorded.items()
+                 if len(values) > 1 and not key.startswith(DERIVED)}
     keys = list(dict.fromkeys([
         *COLUMNS, *swept, *sorted(key for key in differing
                                   if not _redundant(key, differing, recorded)),

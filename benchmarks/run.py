@@ -95,7 +95,7 @@ def cases(smoke: bool) -> list[Case]:
         # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
         Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",
              wdexp("model=bn_mlp", f"epochs={bn_epochs}"),
-             wdexp("model=bn_mlp", f"epochs={bn_epochs}", "geometry=false"), 1.15),
+             wdexp("model=bn_mlp", f"epochs={bn_epochs}", "geometry.steps_per_epoch=0"), 1.15),
         # In-process repetitions, alternated inside the probe: one process is all it takes.
         Case(f"metric ingestion ({6 * steps} points) / log_batch direct",
              Command((PY, str(HERE / "ingest.py"), "--keys", "6", "--steps", str(steps),

@@ -117,6 +117,7 @@ def test_an_epoch_of_steps_reads_nothing_back_from_the_device(monkeypatch):
             patch.setattr(torch.Tensor, name, sync)
         loss, grads = engine._minibatch_record(arm, 1, generators)  # an epoch of 43 steps
     assert arm.geometry is not None and arm.geometry.step == 43
+    assert arm.geometry._count == 8  # geometry.steps_per_epoch of the 43, spread evenly
     assert math.isfinite(loss.item()) and len(grads) == 2
     assert set(arm.geometry.flush(arm.equilibrium_angle, last=True)) >= {
         "angular_update/layers.0.weight", "equilibrium_ratio/layers.1.weight"}

@@ -58,7 +58,8 @@ def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, rea
         "arms": {"baseline": {"optimizer": {"lr": 0.01, "weight_decay": 0}}},
         "tracking": {"uri": store_uri, "experiment": "weight-decay", "artifact_location": None,
                      "timeout_s": 60},
-        "seed": 0, "epochs": 7, "device": "cpu", "resume": False, "geometry": True,
+        "seed": 0, "epochs": 7, "device": "cpu", "resume": False,
+        "geometry": {"steps_per_epoch": 8},
         "paths": {"root": str(CHECKOUT)},
     }
     assert logged["optimizer"]["lr"] == 0.01 and logged["model"]["coefficients"] == [0.05, 1.0]

@@ -151,7 +151,7 @@ class JobSpec:
     device: str
     tracking: TrackingSpec
     resume: bool = False
-    geometry: bool = True
+    geometry_steps: int | None = 8  # steps measured per epoch (wdexp.geometry); None: all
 
 
 # MLflow's validation allows 500 characters, but its experiments table stores names in a
@@ -200,12 +200,15 @@ def parse_job(cfg: DictConfig) -> JobSpec:
     resume = cfg.get("resume", False)
     if not isinstance(resume, bool):
         raise ConfigError("resume", "must be true or false", resume)
-    geometry = cfg.get("geometry", True)
-    if not isinstance(geometry, bool):
-        raise ConfigError("geometry", "must be true or false", geometry)
+    geometry = cfg.get("geometry") or {}
+    steps = geometry.get("steps_per_epoch", 8)
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
+                              or steps < 0):
+        raise ConfigError("geometry.steps_per_epoch", "must be an integer >= 0 (0: none) or "
+                          "null (every step)", steps)
     return JobSpec(
         resume=resume,
-        geometry=geometry,
+        geometry_steps=steps,
         seed=torch_seed("seed", cfg.get("seed")),
         epochs=positive_int("epochs", cfg.get("epochs")),
         device=device,

@@ -74,7 +74,7 @@ def _backward(arm: Arm, loss: Tensor) -> None:
 
 
 def _step(arm: Arm, grads: list[Tensor]) -> None:
-    geometry = arm.geometry
+    geometry = arm.geometry if arm.geometry is not None and arm.geometry.measures() else None
     if geometry is not None:
         by_param = {id(p): g for p, g in zip(arm.model.parameters(), grads, strict=True)}
         geometry.before(by_param, arm.optimizer.param_groups[0]["lr"])
@@ -82,6 +82,8 @@ def _step(arm: Arm, grads: list[Tensor]) -> None:
     arm.optimizer.step()
     if geometry is not None:
         geometry.after()
+    if arm.geometry is not None:
+        arm.geometry.advance()
     if arm.scheduler is not None:
         arm.scheduler.step()
 

@@ -18,7 +18,9 @@ lr, the arm accumulates on the device (no host sync until the epoch's record):
     :math:`\cos(g_r, w_r)`, 0 for a scale-invariant row (its gradient is orthogonal to it) — a
     check that the layer really is.
 
-Each is the mean over the layer's rows and the epoch's steps.
+Each is the mean over the layer's rows and the epoch's measured steps: ``geometry.
+steps_per_epoch`` of them (default 8), spread evenly over the epoch — measuring every step of
+a small net would double its training time — or every step (``null``).
 
 **Rotational equilibrium** (van Laarhoven, 2017; Wan et al., 2020; Kosson et al., 2023): for a
 scale-invariant row whose gradient noise dominates, decay and gradient balance once the norm
@@ -94,16 +96,30 @@ class Geometry:
     """One arm's per-layer step geometry, accumulated on the device over an epoch."""
 
     def __init__(self, layers: Sequence[tuple[str, torch.nn.Parameter]], adam: bool,
-                 total_steps: int) -> None:
+                 total_steps: int, steps_per_epoch: int = 1, samples: int | None = None,
+                 ) -> None:
         self.layers = list(layers)
         self.power = 1 if adam else 2
         self.tail_from = math.floor(total_steps * (1 - TAIL))
+        self.per_epoch = max(steps_per_epoch, 1)
+        # Which steps of each epoch are measured: ``samples`` of them, evenly spread.
+        self.chosen = (None if samples is None or samples >= self.per_epoch else
+                       {round((j + 0.5) * self.per_epoch / samples - 0.5)
+                        for j in range(samples)})
         self.step = 0
         self._sums: list[Tensor] | None = None  # per layer: the four KEYS, summed over steps
         self._count = 0
         self._tail: list[Tensor] | None = None  # per layer: angular updates in the tail
         self._tail_count = 0
         self._before: list[Tensor] = []
+
+    def measures(self) -> bool:
+        """Whether the coming optimizer step is one to measure."""
+        return self.chosen is None or self.step % self.per_epoch in self.chosen
+
+    def advance(self) -> None:
+        """After every optimizer step, measured or not."""
+        self.step += 1
 
     def before(self, grads: dict[int, Tensor], lr: float) -> None:
         """Just before an optimizer step: the weights and loss gradients it starts from."""
@@ -143,7 +159,6 @@ class Geometry:
             else:
                 torch._foreach_add_(self._tail, angles)
             self._tail_count += 1
-        self.step += 1
         self._before = []
 
     def flush(self, predicted: float | None, last: bool) -> dict[str, float]:

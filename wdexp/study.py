@@ -225,8 +225,10 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
         decayed = {id(p) for p in decay.decayed}
         layers = [(name, p) for name, p in arm_model.named_parameters()
                   if id(p) in decayed and p.ndim >= 2]
-        geometry = (Geometry(layers, adam_family(spec.optimizer), total_steps)
-                    if layers and job.geometry else None)
+        per_epoch = total_steps // job.epochs
+        geometry = (Geometry(layers, adam_family(spec.optimizer), total_steps, per_epoch,
+                             job.geometry_steps)
+                    if layers and job.geometry_steps != 0 else None)
         arms.append(Arm(spec.name, weight_decay, arm_model, optimizer, decay, spec, scheduler,
                         solution, geometry, predicted_angular_update(spec.optimizer)))
     return Study(job, decay_spec.optimizer, arms, labels, changes)

@@ -23,7 +23,7 @@ LR, LAMBDA, EPOCHS = 0.01, 0.01, 30
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (width, height) in pixels. Pair figures and sweep.png as the README and wdexp/figures promise;
 # a heatmap is 1.8 in + 4.6 in per panel wide at 100 dpi (wdexp/figures/sweep.py).
-PAIR, SWEEP = (640, 480), (1280, 480)
+PAIR, SWEEP, SWEEP_SEEDS = (640, 480), (1280, 480), (1920, 480)
 HEATMAP_1, HEATMAP_2 = (640, 480), (1100, 480)
 PAIR_PNGS = {"loss.png": PAIR, "weights.png": PAIR, "trajectory.png": PAIR}
 
@@ -190,7 +190,11 @@ def test_grid_with_seeds_averages_and_marks_diverged_cells():
     assert "div" in texts  # every seed diverged: no value
     assert any(text.endswith("\n1 div") for text in texts)  # mean of the two that did not
     assert figures["heatmap.png"].axes[-1].get_ylabel() == "decay final_loss"  # the colorbar
-    assert_pngs(figures, {"sweep.png": SWEEP, "heatmap.png": HEATMAP_1})  # seeds: averaged
+    # Over seeds, a third panel: the paired difference with its interval, a line at 0.
+    assert sweep.axes[2].get_title().startswith("paired difference, 95 % CI")
+    assert [line.get_ydata()[0] for line in sweep.axes[2].lines
+            if line.get_linestyle() == ":"] == [0]
+    assert_pngs(figures, {"sweep.png": SWEEP_SEEDS, "heatmap.png": HEATMAP_1})
 
 
 def test_a_third_key_splits_the_heatmap_and_text_keys_do_not_crash():

@@ -20,7 +20,7 @@ lr, the arm accumulates on the device (no host sync until the epoch's record):
 
 Each is the mean over the layer's rows and the epoch's measured steps: ``geometry.
 steps_per_epoch`` of them (default 8), spread evenly over the epoch — measuring every step of
-a small net would double its training time — or every step (``null``).
+a small net costs more than its training — or every step (``null``).
 
 **Rotational equilibrium** (van Laarhoven, 2017; Wan et al., 2020; Kosson et al., 2023): for a
 scale-invariant row whose gradient noise dominates, decay and gradient balance once the norm
@@ -59,33 +59,36 @@ def adam_family(spec: OptimizerSpec) -> bool:
 def predicted_angular_update(spec: OptimizerSpec) -> float | None:
     """The equilibrium angle per step for this optimizer and decay, or None where the theory
     gives none (no decay; decay coupled into Adam's gradient)."""
-    lam = spec.weight_decay
-    if not lam:
+    shrink = _shrink(spec)
+    if shrink is None:
         return None
-    lr = spec.lr
-    # Independent decay shrinks by λ per step (at constant lr), the others by η·λ.
-    shrink = lam if spec.decay_mode == "independent" else lr * lam
     if adam_family(spec):
-        decoupled = spec.decay_mode in ("decoupled", "independent") or (
-            spec.decay_mode == "native" and spec.cls is torch.optim.AdamW)
-        if not decoupled:
-            return None
         beta1 = spec.kwargs.get("betas", (0.9, 0.999))[0]
         return math.sqrt(2 * shrink * (1 - beta1) / (1 + beta1))
     momentum = spec.kwargs.get("momentum", 0.0)
     return math.sqrt(2 * shrink / (1 + momentum))
 
 
+def _shrink(spec: OptimizerSpec) -> float | None:
+    """The share of a weight decay removes per step at the initial lr: λ for independent decay,
+    η·λ for the others; None without decay or for decay coupled into Adam's gradient (rescaled
+    per coordinate, it is no uniform shrink)."""
+    if not spec.weight_decay:
+        return None
+    if adam_family(spec) and not (spec.decay_mode in ("decoupled", "independent") or (
+            spec.decay_mode == "native" and spec.cls is torch.optim.AdamW)):
+        return None
+    if spec.decay_mode == "independent":
+        return spec.weight_decay
+    return spec.lr * spec.weight_decay
+
+
 def timescale(spec: OptimizerSpec) -> float | None:
     """The decay's timescale τ in optimizer steps: the weights are an exponential moving
     average over about 1/(ηλ) steps (1/λ for independent decay; Wang & Aitchison, 2024, for
     AdamW). None without decay, or for decay coupled into Adam's gradient."""
-    if not spec.weight_decay:
-        return None
-    if adam_family(spec) and predicted_angular_update(spec) is None:
-        return None
-    shrink = spec.weight_decay if spec.decay_mode == "independent" else spec.lr * spec.weight_decay
-    return 1 / shrink
+    shrink = _shrink(spec)
+    return None if shrink is None else 1 / shrink
 
 
 def _rows(tensor: Tensor) -> Tensor:
@@ -111,7 +114,10 @@ class Geometry:
         self._count = 0
         self._tail: list[Tensor] | None = None  # per layer: angular updates in the tail
         self._tail_count = 0
-        self._before: list[Tensor] = []
+        # The measured step in flight: each layer's rows and row norms before it, and its
+        # (effective lr, grad/weight, cosine) means.
+        self._before: list[tuple[Tensor, Tensor]] = []
+        self._pending: list[Tensor] = []
 
     def measures(self) -> bool:
         """Whether the coming optimizer step is one to measure."""
@@ -134,17 +140,16 @@ class Geometry:
                 (lr / norm.pow(self.power)).mean(),
                 (grad_norm / norm).mean(),
                 ((grad * rows).sum(dim=1) / (grad_norm * norm)).mean()]))
-            self._before.append(rows)
+            self._before.append((rows, norm))
         self._pending = stats
 
     def after(self) -> None:
         """Just after it: each row's angle from where it started."""
         values = []
-        for (_, weight), rows, stats in zip(self.layers, self._before, self._pending,
-                                            strict=True):
+        for (_, weight), (rows, norm), stats in zip(self.layers, self._before, self._pending,
+                                                    strict=True):
             after = _rows(weight)
-            cosine = (rows * after).sum(dim=1) / (torch.linalg.vector_norm(rows, dim=1)
-                                                 * torch.linalg.vector_norm(after, dim=1))
+            cosine = (rows * after).sum(dim=1) / (norm * torch.linalg.vector_norm(after, dim=1))
             angle = torch.arccos(cosine.clamp(-1.0, 1.0)).mean()
             values.append(torch.cat([angle.reshape(1), stats]))
         if self._sums is None:

@@ -88,8 +88,8 @@ class Study:
         params = model.params() if isinstance(model, Identified) else {}
         tau = timescale(self.optimizer)
         if tau is not None:
-            per_epoch = model.steps_per_epoch if isinstance(model, MiniBatched) else 1
-            params.update({"tau_iter": f"{tau:.6g}", "tau_epoch": f"{tau / per_epoch:.6g}"})
+            params.update({"tau_iter": f"{tau:.6g}",
+                           "tau_epoch": f"{tau / steps_per_epoch(model):.6g}"})
         return params
 
     @property
@@ -154,6 +154,11 @@ def _is_gradient_descent(arm: Arm) -> bool:
             and len(arm.decay.decayed) == len(list(arm.model.parameters())))
 
 
+def steps_per_epoch(model: Model) -> int:
+    """Optimizer steps per epoch: one per mini-batch, or one full-batch step."""
+    return model.steps_per_epoch if isinstance(model, MiniBatched) else 1
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -213,7 +218,8 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
     decay_spec = specs[-1]
     labels = {"model": type(net).__name__.lower(),
               "optimizer": decay_spec.optimizer.cls.__name__.lower(), **(labels or {})}
-    total_steps = job.epochs * (model.steps_per_epoch if isinstance(model, MiniBatched) else 1)
+    per_epoch = steps_per_epoch(model)
+    total_steps = job.epochs * per_epoch
     arms = []
     for spec in specs:
         arm_model = copy.deepcopy(model)
@@ -225,7 +231,6 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
         decayed = {id(p) for p in decay.decayed}
         layers = [(name, p) for name, p in arm_model.named_parameters()
                   if id(p) in decayed and p.ndim >= 2]
-        per_epoch = total_steps // job.epochs
         geometry = (Geometry(layers, adam_family(spec.optimizer), total_steps, per_epoch,
                              job.geometry_steps)
                     if layers and job.geometry_steps != 0 else None)

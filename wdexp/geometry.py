@@ -20,7 +20,7 @@ lr, the arm accumulates on the device (no host sync until the epoch's record):
 
 Each is the mean over the layer's rows and the epoch's measured steps: ``geometry.
 steps_per_epoch`` of them (default 8), spread evenly over the epoch — measuring every step of
-a small net costs more than its training — or every step (``null``).
+a small net is costly — or every step (``null``).
 
 **Rotational equilibrium** (van Laarhoven, 2017; Wan et al., 2020; Kosson et al., 2023): for a
 scale-invariant row whose gradient noise dominates, decay and gradient balance once the norm

@@ -90,6 +90,8 @@ class TrackingClient:
         connected: m.Connected = self._call(m.Connect(spec))
         for line in connected.reaped:
             log.warning("wdexp: %s", line)
+        if connected.ingestion:
+            log.info("%s", connected.ingestion)
         return connected.experiment_id
 
     def find_finished_pair(self, spec: TrackingSpec, config_hash: str) -> str | None:

@@ -130,6 +130,7 @@ class Envelope:
 class Connected:
     experiment_id: str
     reaped: list[str]  # one line per orphaned run this connection ended
+    ingestion: str | None = None  # how metrics are written, the first time this store is used
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ files and statuses.
 
 One job is one **pair run** (tag ``wdexp.kind=pair``) with an **arm run** nested under it per
 arm (``wdexp.kind=arm``, ``mlflow.parentRunId``); a multirun adds a **sweep run** above its pairs
-(``wdexp.kind=sweep``). Per-step metrics are sent with ``log_batch``, up to MLflow's 1000 values a
-call, never one request per value. Store I/O only: what is worth drawing or summing up is decided
-in the training process.
+(``wdexp.kind=sweep``). Per-step metrics go in batches (:mod:`wdexp.tracking.ingest`: into sqlite
+directly, else MLflow's ``log_batch`` of up to 1000 values), never one request per value. Store
+I/O only: what is worth drawing or summing up is decided in the training process.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from wdexp.tracking.records import (
 )
 from wdexp.tracking.store import Store, create_run, terminate
 
-MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 RATIO = "equilibrium_ratio/"
 
 
@@ -59,7 +58,7 @@ def log_files(store: Store, run_id: str, files: Mapping[str, str | bytes]) -> No
 
 
 class PairRecorder:
-    """An open pair run and its arms: per-step metrics buffered for ``log_batch``.
+    """An open pair run and its arms: per-step metrics buffered for the store's writer.
 
     ``wrote`` is called after every store write: the tracking process's sign of progress.
     """
@@ -96,9 +95,10 @@ class PairRecorder:
         """Write the buffer, the arms in turn batch by batch, so a write that fails leaves them
         at most a batch apart; with ``full_batches_only`` keep each run's last partial batch (a
         call costs about the same for 10 values as for 1000)."""
+        writer = self.store.metrics
         ends = {}
         for run_id, metrics in self._buffer.items():
-            ends[run_id] = len(metrics) - (len(metrics) % MAX_METRICS_PER_BATCH
+            ends[run_id] = len(metrics) - (len(metrics) % writer.batch
                                            if full_batches_only else 0)
         starts = dict.fromkeys(ends, 0)
         while any(starts[r] < ends[r] for r in ends):
@@ -106,8 +106,8 @@ class PairRecorder:
                 start = starts[run_id]
                 if start >= end:
                     continue
-                stop = min(start + MAX_METRICS_PER_BATCH, end)
-                self.store.client.log_batch(run_id, metrics=self._buffer[run_id][start:stop])
+                stop = min(start + writer.batch, end)
+                writer.log_metrics(run_id, self._buffer[run_id][start:stop])
                 starts[run_id] = stop
                 self.wrote()
         for run_id, end in ends.items():

@@ -55,6 +55,7 @@ class Service:
         self.sweeps: dict[str, tuple[store.Store, str]] = {}  # run id -> (store, sweep dir)
         self.unusable: dict[TrackingSpec, ConfigError] = {}  # asked twice: fail once
         self.opened: set[store.Store] = set()
+        self.told: set[store.Store] = set()  # stores whose metric writer the job was told of
         self.reaped: set[store.Store] = set()  # by this job's OpenStore, not yet reported
         self.unreported: list[str] = []
         self.broken: set[str] = set()  # pairs whose writes failed: nothing more is written
@@ -144,7 +145,11 @@ class Service:
             self.reap(connected)
         self.reaped.discard(connected)  # the next job looks again
         lines, self.unreported = self.unreported, []
-        return m.Connected(connected.experiment_id, lines)
+        ingestion = None
+        if connected not in self.told:  # said once per store and process
+            self.told.add(connected)
+            ingestion = connected.metrics.how
+        return m.Connected(connected.experiment_id, lines, ingestion)
 
     def reap(self, connected: store.Store) -> None:
         """End the experiment's runs whose owner is gone: once per job, so a long multirun
@@ -173,7 +178,7 @@ class Service:
         recorder = self.pairs[pair_id]
         for step, timestamp in zip(steps, timestamps, strict=True):
             recorder.log_step(step, timestamp)
-        if recorder.pending >= 2 * runtree.MAX_METRICS_PER_BATCH:
+        if recorder.pending >= 2 * recorder.store.metrics.batch:
             recorder.flush(full_batches_only=True)
 
     def close_pair(self, spec: TrackingSpec, pair_id: str, arm_ids: list[str], status: str,

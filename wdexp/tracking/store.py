@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from wdexp.config import ConfigError, TrackingSpec, redact
-from wdexp.tracking import view
+from wdexp.tracking import ingest, view
 from wdexp.tracking.records import CONFIG_HASH_TAG, RUN_KIND_TAG, SWEEP_KEY_TAG, RunSpec, sweep_key
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
@@ -99,6 +99,11 @@ class Store:
     client: MlflowClient
     experiment_id: str
     uri: str
+
+    @functools.cached_property
+    def metrics(self) -> ingest.MetricWriter:
+        """How per-step metrics go in: MLflow's log_batch, or faster where that is tested."""
+        return ingest.writer(self.client, self.uri)
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from wdexp import lifecycle
+from wdexp import lifecycle, search
 from wdexp.config import ConfigError, TrackingSpec, parse_tracking, redact
 from wdexp.tracking import client
 from wdexp.tracking.records import OVERRIDES_TAG, RUN_KIND_TAG, RunSpec, short_key, source_tags
@@ -78,6 +78,8 @@ class SweepCallback(Callback):
         tracker = client.get()
         spec = parse_tracking(config)
         task = [str(o) for o in config.hydra.overrides.task]
+        if config.hydra.sweeper.get("_target_") == search.TARGET:
+            search.parse(config.hydra.sweeper, task)  # a bad search space: before any run
         # Swept keys come from the command line and from hydra.sweeper.params (experiments).
         params = config.hydra.sweeper.get("params") or {}
         swept = {**{str(k): str(v) for k, v in params.items()}, **swept_overrides(task)}

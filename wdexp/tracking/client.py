@@ -123,6 +123,10 @@ class TrackingClient:
     def delete_sweep(self, spec: TrackingSpec, run_id: str) -> None:
         self._call(m.DeleteSweep(spec, run_id))
 
+    def annotate(self, spec: TrackingSpec, run_id: str, params: dict[str, str],
+                 metrics: dict[str, float], files: dict[str, str | bytes]) -> None:
+        self._call(m.Annotate(spec, run_id, params, metrics, files))
+
     def close_sweep(self, spec: TrackingSpec, run_id: str, status: str,
                     files: dict[str, str | bytes], metrics: dict[str, float]) -> None:
         self._call(m.CloseSweep(spec, run_id, status, files, metrics))

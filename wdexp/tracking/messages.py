@@ -105,6 +105,17 @@ class DeleteSweep:
 
 
 @dataclass(frozen=True)
+class Annotate:
+    """Params, metrics and files added to an open run (a search's results on its sweep run)."""
+
+    spec: TrackingSpec
+    run_id: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    files: dict[str, str | bytes]
+
+
+@dataclass(frozen=True)
 class CloseSweep:
     spec: TrackingSpec
     run_id: str
@@ -114,7 +125,7 @@ class CloseSweep:
 
 
 Request = (OpenStore | Connect | FindFinishedPair | FindSweepRun | OpenPair | LogSteps | Summarize
-           | ClosePair | OpenSweep | SweepTable | DeleteSweep | CloseSweep)
+           | ClosePair | OpenSweep | SweepTable | DeleteSweep | Annotate | CloseSweep)
 
 
 @dataclass(frozen=True)

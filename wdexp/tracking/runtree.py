@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 
 from wdexp.tracking.orphans import owner
@@ -160,6 +160,14 @@ def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
         terminate(store.client, created, "FAILED")
         raise
     return PairRecorder(store, created[0], dict(zip(arms, created[1:], strict=True)), wrote)
+
+
+def annotate(store: Store, run_id: str, params: Mapping[str, str],
+             metrics: Mapping[str, float], files: Mapping[str, str | bytes]) -> None:
+    timestamp = int(time.time() * 1000)
+    store.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                           metrics=[Metric(k, v, timestamp, 0) for k, v in metrics.items()])
+    log_files(store, run_id, files)
 
 
 def close_run(store: Store, run_ids: list[str], status: str,

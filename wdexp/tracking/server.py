@@ -131,6 +131,8 @@ class Service:
             case m.DeleteSweep(spec, run_id):
                 self.sweeps.pop(run_id, None)
                 self.store(spec).client.delete_run(run_id)
+            case m.Annotate(spec, run_id, params, metrics, files):
+                runtree.annotate(self.store(spec), run_id, params, metrics, files)
             case m.CloseSweep(spec, run_id, status, files, metrics):
                 self.sweeps.pop(run_id, None)
                 runtree.close_run(self.store(spec), [run_id], status, files, metrics)

@@ -1,0 +1,1 @@
+"""wdexp's Hydra sweeper plugin: ``hydra/sweeper=optuna`` (see :mod:`wdexp.search`)."""

@@ -4,7 +4,8 @@ Two paths log the same points (KEYS metrics x STEPS steps into one run), measure
 one process, REPEAT times each, each into its own fresh store; medians are reported:
   direct  MlflowClient.log_batch in chunks of 1000 Metrics (MLflow's per-call limit)
   wdexp   wdexp's logging path: per-step records handed to its tracking process, as the
-          training loop does, until the pair run is closed
+          training loop does, until the pair run is closed (into sqlite that is
+          wdexp.tracking.ingest's direct writer, where MLflow's schema is a tested one)
 Only the logging is timed (Metric construction and the final write included), not store
 creation.
 Usage: python benchmarks/ingest.py [--keys 6] [--steps 10000] [--repeat 5]; prints one JSON line.

@@ -21,8 +21,9 @@ from wdexp.config import ROOT
 PYTHON = sys.executable
 
 # What a user may have exported for their own work changes what MLflow (tracking URI,
-# experiment, retries), Hydra, Ray (address, auth) and matplotlib (rc file, backend) do.
-USER_PREFIXES = ("MLFLOW_", "HYDRA_", "RAY_", "MPL")
+# experiment, retries), Hydra, Ray (address, auth), matplotlib (rc file, backend) and libpq
+# (PGHOST, PGSSLMODE, … for a PostgreSQL-backed server) do.
+USER_PREFIXES = ("MLFLOW_", "HYDRA_", "RAY_", "MPL", "PG")
 # Each of these leads a library to the user's files: ~/.ray/auth_token, ~/.mlflow,
 # ~/.config/matplotlib/matplotlibrc, caches.
 HOME_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")

@@ -35,15 +35,19 @@ class MlflowServer:
 
 
 def start_mlflow_server(folder: Path, port: int, *args: str,
-                        env: dict[str, str] | None = None) -> MlflowServer:
+                        env: dict[str, str] | None = None,
+                        backend_store_uri: str | None = None) -> MlflowServer:
     """``mlflow server`` with its own sqlite store and artifacts in ``folder`` (reused when
     started again there), its own process group, and MLflow's background job runner off (a
-    pool of workers that would compete with the tests for two cores)."""
+    pool of workers that would compete with the tests for two cores).
+
+    ``backend_store_uri`` replaces the sqlite store (e.g. a PostgreSQL database, its password
+    passed in ``env`` as PGPASSWORD: in the URI it would show in the command line)."""
     log = folder / f"server-{port}.log"
     with open(log, "ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{folder}/server.db",
+             "--backend-store-uri", backend_store_uri or f"sqlite:///{folder}/server.db",
              "--artifacts-destination", str(folder / "server-artifacts"), "--workers", "1",
              *args],
             stdout=output, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,

@@ -12,7 +12,8 @@ from tests.conftest import PYTHON
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 ROWS = ("existing store / bare loop", "new store / bare loop", "-epoch pair", "multirun",
-        "metric ingestion", "peak memory (largest process)", "peak memory (process tree")
+        "PostgreSQL-backed server / local sqlite", "metric ingestion",
+        "peak memory (largest process)", "peak memory (process tree")
 
 
 def test_smoke_bench_fills_every_row(tmp_path: Path) -> None:

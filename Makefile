@@ -30,7 +30,7 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m wdexp.train $(ARGS)
 
-## test [PYTEST_ARGS=…]: the whole test suite (about 23 minutes on 2 cores)
+## test [PYTEST_ARGS=…]: the whole test suite (about 27 minutes on 2 cores)
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -30,7 +30,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from omegaconf import DictConfig
 
-from wdexp.config import ConfigError
+from wdexp.config import ConfigError, redact
 
 log = logging.getLogger("wdexp")
 
@@ -105,7 +105,7 @@ def parse(sweeper: DictConfig, arguments: Sequence[str]) -> SearchSpec:
     parser = OverridesParser.create()
     lines = [(f"hydra.sweeper.params.{key}", f"{key}={value}")
              for key, value in (sweeper.get("params") or {}).items()]
-    lines += [(key.split("=", 1)[0], key) for key in arguments]
+    lines += [(line.split("=", 1)[0], line) for line in arguments]
     dimensions, fixed = {}, []
     for where, line in lines:
         try:
@@ -185,7 +185,6 @@ class Search:
     def run(self, arguments: Sequence[str]) -> list[Sequence[Any]]:
         import optuna
         from hydra.core.plugins import Plugins
-        from hydra.core.utils import JobStatus
 
         from wdexp.config import parse_tracking
         from wdexp.tracking import client
@@ -218,11 +217,11 @@ class Search:
             failed = 0
             for trial, result in zip(trials, results, strict=True):
                 pair_id, failure = None, None
-                if result.status == JobStatus.COMPLETED:
+                try:  # a failed job's return_value raises what the job raised
                     pair_id = result.return_value
                     trial.set_user_attr("pair_run_id", pair_id)
-                else:
-                    failure = _one_line(result._return_value)
+                except Exception as error:
+                    failure = _one_line(error)
                 told = outcome(rows.get(pair_id), objective, failure)
                 if told.why:
                     trial.set_user_attr("why", told.why)
@@ -248,9 +247,10 @@ def _state(name: str) -> Any:
     return None if name == COMPLETE else TrialState[name]
 
 
-def _one_line(error: object) -> str:
+def _one_line(error: BaseException) -> str:
+    """A failed trial's reason as kept in trials.csv: one line, passwords out."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
+    return redact(text)[:300]
 
 
 def record(study: Any, objective: str, keys: Sequence[str],

@@ -34,6 +34,7 @@ GNU_TIME = "/usr/bin/time"
 WEIGHT_DECAYS = "0,0.0001,0.0003,0.001,0.003,0.01,0.03,0.1,0.3,1"
 MULTIRUN_ROUNDS = 3  # the multirun case takes minutes per round
 LONG_ROUNDS = 3  # so does the 20 000-epoch pair
+sys.path.insert(0, str(HERE.parent))  # the team-server row starts its servers as tests/ does
 KEPT = Path(tempfile.mkdtemp(prefix="wdexp-bench-kept-"))
 TEAM_DECAYS = "0,0.0001,0.001,0.003,0.01,0.03,0.1,1"  # the PostgreSQL test's sweep: 8 jobs
 SERVER: dict[str, str] = {}  # "url" of the team server, while one runs
@@ -166,7 +167,6 @@ def tree_peak_mb(process: subprocess.Popen[bytes], cwd: str) -> float:
 
 
 def has_postgres() -> bool:
-    sys.path.insert(0, str(HERE.parent))
     from tests.postgres import find_bindir
 
     return find_bindir() is not None

@@ -128,3 +128,26 @@ def test_a_bad_search_stops_before_any_run(tmp_path: Path, store_uri: str) -> No
         "wdexp: optimizer.weight_decay is log-scaled: its interval must be above 0 "
         "(got 'optimizer.weight_decay=tag(log, interval(0, 1))')"], done.stderr
     assert not Path(store_uri.removeprefix("sqlite:///")).exists()
+
+
+def test_trials_in_parallel_with_another_objective(tmp_path: Path, store_uri: str) -> None:
+    """n_jobs=2 hands the joblib launcher two trials at a time; objective and direction pick
+    what Optuna is told (here: maximise the decay arm's final weight norm)."""
+    reader, sweep_id, trials = _search(
+        tmp_path, store_uri, "optimizer.weight_decay=interval(0, 0.1)", "epochs=20",
+        "hydra/launcher=joblib", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.objective=decay.final_weight_norm", "hydra.sweeper.direction=maximize")
+    pairs = {run.info.run_id: run for run in reader.runs("pair")}
+    assert list(trials["state"]) == ["COMPLETE", "COMPLETE"]
+    for trial in trials.to_dict("records"):
+        assert trial["value"] == pairs[trial["user_attrs_pair_run_id"]].data.metrics[
+            "decay.final_weight_norm"]
+    sweep = reader.client.get_run(sweep_id)
+    assert sweep.data.metrics["best_value"] == trials["value"].max()
+    assert sweep.data.params["search.objective"] == "decay.final_weight_norm"
+
+
+def test_max_failure_rate_stops_a_failing_search(tmp_path: Path, store_uri: str) -> None:
+    _, _, trials = _search(tmp_path, store_uri, "optimizer.weight_decay=choice(-1)",
+                           "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0")
+    assert list(trials["state"]) == ["FAIL"]  # the first batch failed: no second one

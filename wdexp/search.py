@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -258,6 +259,7 @@ def record(study: Any, objective: str, keys: Sequence[str],
     """What the sweep run keeps of a search: the best trial's parameters and value (params
     ``best.<key>``, metric ``best_value``), every trial (``trials.csv``) and Optuna's
     optimisation-history figure."""
+    import matplotlib.pyplot as plt
     import optuna
     from optuna.trial import TrialState
 
@@ -277,16 +279,12 @@ def record(study: Any, objective: str, keys: Sequence[str],
         log.info("best of %d trials: %s → %s=%.6g (pair run %s)", len(states),
                  " ".join(f"{k}={v}" for k, v in best.params.items()), objective, best.value,
                  best.user_attrs.get("pair_run_id"))
-        import warnings
-
         with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
             warnings.simplefilter("ignore")
             axes = optuna.visualization.matplotlib.plot_optimization_history(
                 study, target_name=objective)
         files["figures/optimization_history.png"] = png(axes.figure)
-        import matplotlib.pyplot as plt
-
-        plt.close(axes.figure)
+        plt.close(axes.figure)  # Optuna draws through pyplot, which keeps every figure
     else:
         log.warning("wdexp: no trial of %d completed: no best value", len(states))
     return params, metrics, files

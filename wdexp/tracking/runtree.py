@@ -162,11 +162,13 @@ def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
     return PairRecorder(store, created[0], dict(zip(arms, created[1:], strict=True)), wrote)
 
 
-def annotate(store: Store, run_id: str, params: Mapping[str, str],
-             metrics: Mapping[str, float], files: Mapping[str, str | bytes]) -> None:
-    timestamp = int(time.time() * 1000)
-    store.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
-                           metrics=[Metric(k, v, timestamp, 0) for k, v in metrics.items()])
+def annotate(store: Store, run_id: str, params: Mapping[str, str] = {},
+             metrics: Mapping[str, float] = {}, files: Mapping[str, str | bytes] = {}) -> None:
+    """Params and metrics (step 0) in one call, then the files, on an open run."""
+    if params or metrics:
+        timestamp = int(time.time() * 1000)
+        store.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                               metrics=[Metric(k, v, timestamp, 0) for k, v in metrics.items()])
     log_files(store, run_id, files)
 
 
@@ -176,11 +178,7 @@ def close_run(store: Store, run_ids: list[str], status: str,
     """Log the last files and metrics on the first run, then end every run with ``status``
     (FAILED if logging fails); ``failure`` is kept as a tag on each."""
     try:
-        log_files(store, run_ids[0], files)
-        if metrics:
-            timestamp = int(time.time() * 1000)
-            store.client.log_batch(run_ids[0], metrics=[
-                Metric(name, value, timestamp, 0) for name, value in metrics.items()])
+        annotate(store, run_ids[0], metrics=metrics, files=files)
     except BaseException:
         terminate(store.client, run_ids, "FAILED")
         raise

@@ -54,23 +54,20 @@ def ingest_wdexp(tmp_dir: Path, keys: list[str], steps: int) -> float:
     # tracking process (wdexp.tracking), fed one Step per epoch as the training loop does, and
     # closed, which waits until every point is in the store. One arm, so its points land in one
     # run like the direct path's.
-    from wdexp.config import TrackingSpec
+    from wdexp.pair_runs import PairRun
     from wdexp.tracking import client
-    from wdexp.tracking.pair import PairLog
     from wdexp.tracking.records import RunSpec, Step
+    from wdexp.vocabulary import TrackingSpec
 
     spec = TrackingSpec(f"sqlite:///{tmp_dir}/mlflow.db", "ingest", str(tmp_dir / "art"))
-    tracker = client.get()  # one tracking process for every repetition, as in a multirun
-    tracker.connect(spec)
-    pair_id, arm_ids = tracker.open_pair(spec, RunSpec("pair", {}), {"arm": RunSpec("arm", {})},
-                                         {}, None)
+    client.get().connect(spec)  # one tracking process for every repetition, as in a multirun
     points = values(keys, steps)
+    record = PairRun(spec, RunSpec("pair", {}), {"arm": RunSpec("arm", {})}, {})
     start = time.perf_counter()
-    record = PairLog(tracker, pair_id, arm_ids)
     for step, row in enumerate(points):
         record.log_step(Step(step, {"arm": row}))
     record.send()
-    tracker.close_pair(spec, pair_id, list(arm_ids.values()), "FINISHED")
+    record.tracker.close_pair(spec, record.pair_id, list(record.arm_ids.values()), "FINISHED")
     return time.perf_counter() - start
 
 

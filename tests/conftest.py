@@ -106,20 +106,18 @@ def run_job(store_uri: str) -> Iterator[Callable[..., str]]:
     """Run one job in this process through wdexp.train.run; returns the pair run id.
 
     The jobs of a session share this process's tracking process, as a sequential multirun's
-    do; one that a test left dead, busy or holding an open pair is replaced, and this process's
-    own store connections are dropped, so no test inherits another's state.
+    do; one that a test left dead or busy is replaced by the next job (``client.ready``), and
+    this process's own store connections are dropped, so no test inherits another's state.
     """
-    from wdexp.tracking import client, store
+    from wdexp.tracking import store
     from wdexp.train import run
 
     def _run(*overrides: str) -> str:
         cfg, choices = compose_with_choices(f"tracking.uri={store_uri}", *overrides)
-        return run(cfg, labels=choices, overrides=overrides)
+        return run(cfg, labels=choices, overrides=overrides).pair_id
 
     yield _run
     store.connect.cache_clear()
-    if not client.healthy():
-        client.reset()
 
 
 def cli(*args: str, tmp_path: Path, timeout: float = 120,

@@ -15,8 +15,8 @@ from matplotlib.image import imread
 
 from wdexp.figures import PairPlot, pair_figures, sweep_figures
 from wdexp.figures.canvas import png
-from wdexp.figures.pair import _pair_artists
-from wdexp.figures.sweep import _sweep_artists
+from wdexp.figures.pair_plots import _pair_artists
+from wdexp.figures.sweep_plots import _sweep_artists
 
 COEFFICIENTS, INIT = np.array([1 / 20, 1.0]), np.array([0.8, 0.6])
 LR, LAMBDA, EPOCHS = 0.01, 0.01, 30

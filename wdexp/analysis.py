@@ -14,17 +14,21 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from wdexp.config import ROOT, TrackingSpec
-from wdexp.tracking.records import ARM_TAG, DIVERGED_TAG, RUN_KIND_TAG, SUMMARY_METRICS
+from wdexp.config import ROOT
 from wdexp.tracking.store import Store, connect, quoted, search_all
+from wdexp.vocabulary import (
+    ARM_TAG,
+    ARMS,
+    DIVERGED_TAG,
+    GROUPS,
+    HIGHER_IS_BETTER,
+    PAIR_METRICS,
+    RUN_KIND_TAG,
+    SEED,
+    TrackingSpec,
+)
 
-ARMS = ("baseline", "decay")
-PAIR_METRICS = tuple(f"final_{name}" for name in SUMMARY_METRICS)
-SEED = "seed"
-GROUPS = ("model", "data", "optimizer", "scheduler")  # each pair run tags its choices
 CONFIDENCE = 0.95
-# The decay arm "wins" a seed when its value is higher for these, lower for the others.
-HIGHER_IS_BETTER = ("final_test_accuracy",)
 
 
 def open_store(uri: str = f"sqlite:///{ROOT}/mlflow.db",

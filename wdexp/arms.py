@@ -20,12 +20,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from wdexp.config import ConfigError, flatten
+from wdexp.config import flatten
 from wdexp.optimizers import OptimizerSpec, parse_optimizer
 from wdexp.schedules import SchedulerSpec, parse_scheduler
-
-BASELINE, DECAY = "baseline", "decay"
-GROUPS = ("optimizer", "scheduler")
+from wdexp.vocabulary import ARM_GROUPS, BASELINE, DECAY, LR, WEIGHT_DECAY, ConfigError
 
 
 @dataclass(frozen=True)
@@ -65,20 +63,22 @@ def _baseline_node(cfg: DictConfig) -> dict[str, dict[str, Any] | None]:
                           show_value=False)
     baseline = arms.get(BASELINE) or {}
     for key in baseline:
-        if key not in GROUPS:
+        if key not in ARM_GROUPS:
             raise ConfigError(f"arms.baseline.{key}", "is not a group an arm can change "
                               "(optimizer, scheduler)", show_value=False)
-    return {group: _plain(baseline.get(group)) for group in GROUPS}
+    return {group: _plain(baseline.get(group)) for group in ARM_GROUPS}
 
 
-def parse_arms(cfg: DictConfig) -> list[ArmSpec]:
-    """Both arms' specs, baseline first; raises ConfigError keyed ``optimizer.<key>``,
+def parse_arms(cfg: DictConfig) -> tuple[list[ArmSpec], dict[str, Any]]:
+    """Both arms' specs, baseline first, and what ``arms.baseline`` changes beyond the default
+    (weight decay 0, the same lr), flat: ``{"optimizer.lr": 0.2, "scheduler._target_":
+    "...ExponentialLR", ...}``. Raises ConfigError keyed ``optimizer.<key>``,
     ``scheduler.<key>`` or ``arms.baseline.<group>.<key>``."""
-    decay = {group: _plain(cfg.get(group)) for group in GROUPS}
+    decay = {group: _plain(cfg.get(group)) for group in ARM_GROUPS}
     decay_arm = ArmSpec(DECAY, parse_optimizer(cfg.optimizer),
                         parse_scheduler(cfg.get("scheduler")), decay)
     override = _baseline_node(cfg)
-    baseline = {group: _merged(decay[group], override.get(group)) for group in GROUPS}
+    baseline = {group: _merged(decay[group], override.get(group)) for group in ARM_GROUPS}
     nodes = {group: None if node is None else OmegaConf.create(node)
              for group, node in baseline.items()}
     baseline_arm = ArmSpec(
@@ -86,14 +86,10 @@ def parse_arms(cfg: DictConfig) -> list[ArmSpec]:
         parse_optimizer(nodes["optimizer"], "arms.baseline.optimizer"),  # type: ignore[arg-type]
         parse_scheduler(nodes["scheduler"], "arms.baseline.scheduler"),  # type: ignore[arg-type]
         baseline)
-    return [baseline_arm, decay_arm]
+    return [baseline_arm, decay_arm], _differences(override, OmegaConf.select(cfg, LR))
 
 
-def differences(cfg: DictConfig) -> dict[str, Any]:
-    """What ``arms.baseline`` changes beyond the default (weight decay 0, the same lr), flat:
-    ``{"optimizer.lr": 0.2, "scheduler._target_": "...ExponentialLR", ...}``."""
-    override = {group: node for group, node in _baseline_node(cfg).items() if node}
-    flat = flatten(override)  # type: ignore[arg-type]
-    lr = OmegaConf.select(cfg, "optimizer.lr")
-    defaults = {"optimizer.weight_decay": ("0", "0.0"), "optimizer.lr": (str(lr),)}
+def _differences(override: dict[str, dict[str, Any] | None], lr: Any) -> dict[str, Any]:
+    flat = flatten({group: node for group, node in override.items() if node})
+    defaults = {WEIGHT_DECAY: ("0", "0.0"), LR: (str(lr),)}
     return {key: value for key, value in flat.items() if value not in defaults.get(key, ())}

@@ -19,28 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from wdexp.credentials import redact, warn_once
+from wdexp.credentials import warn_once
+from wdexp.vocabulary import DEFAULT_TIMEOUT_S, ConfigError, TrackingSpec, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout that holds conf/: the anchor for the default store and Hydra's output dirs."""
 
 # `${wdexp.root:}` lets config.yaml name paths from the checkout, not the current directory.
 OmegaConf.register_new_resolver("wdexp.root", lambda: str(ROOT), replace=True)
-
-
-class ConfigError(ValueError):
-    """A config value wdexp cannot run with; ``str()`` is the one line shown to the user."""
-
-    def __init__(self, key: str, requirement: str, value: Any = None, *, show_value: bool = True):
-        self.key, self.requirement = key, requirement
-        self.value, self.show_value = value, show_value
-        got = f" (got {value!r})" if show_value else ""
-        super().__init__(f"{key} {requirement}{got}")
-
-    def within(self, prefix: str) -> ConfigError:
-        """The same error with its key qualified by the group it came from."""
-        return ConfigError(f"{prefix}.{self.key}", self.requirement, self.value,
-                           show_value=self.show_value)
 
 
 def _is_number(value: Any) -> bool:
@@ -129,17 +115,6 @@ def instantiable(group: str, cfg: DictConfig, base: type, base_name: str, *,
             if (key not in parameters or key == "params") and key not in reserved:
                 raise ConfigError(f"{group}.{key}", f"is not an argument of {name}", value)
     return found, kwargs
-
-
-DEFAULT_TIMEOUT_S = 60.0  # a store that answers nothing this long fails the job
-
-
-@dataclass(frozen=True)
-class TrackingSpec:
-    uri: str
-    experiment: str
-    artifact_location: str | None = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)

@@ -11,39 +11,19 @@ What stays out of reach is Hydra's own record of the command line (``.hydra/*.ya
 ``multirun.yaml``, a launcher's pickled jobs): :func:`warn_once` says so, and how to pass
 credentials instead.
 
-Only the standard library here: Hydra imports this module to configure logging, before any
-job, and the tracking process imports it through wdexp.config.
+Only the standard library and :mod:`wdexp.vocabulary` (which holds :func:`redact` itself) here:
+Hydra imports this module to configure logging, before any job, and the tracking process
+imports it for its own log.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from urllib.parse import urlsplit
 
+from wdexp.vocabulary import has_password, redact
+
 log = logging.getLogger("wdexp")
-
-# Hydra escapes ":" (and "\", "=", ",", "(", ")", …) with a backslash in the overrides it hands
-# each job, so `http://u:p@h` reaches its logs and tags as `http\://u\:p@h`.
-_COLON = r"\\*:"
-_CREDENTIALS = re.compile(
-    rf"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*{_COLON}//"  # scheme://, escaped or not
-    rf"[^/?#@\s:]*{_COLON})"  # the user (possibly empty) and its colon
-    # The password runs to the authority's last "@": an unencoded "@" in a password is not
-    # valid in a URI, yet HTTP clients take the last one as the end of the userinfo.
-    r"[^/?#\s]+@"
-)
-MASK = "***"
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every URI in it replaced by ``***``."""
-    return _CREDENTIALS.sub(rf"\g<keep>{MASK}@", text)
-
-
-def has_password(text: str) -> bool:
-    return _CREDENTIALS.search(text) is not None
-
 
 class Redacting(logging.Filter):
     """Takes passwords out of a log record before any handler formats it: its message with

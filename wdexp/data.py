@@ -39,7 +39,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from wdexp.config import ConfigError, finite_number, instantiable, positive_int, torch_seed
+from wdexp.config import finite_number, instantiable, positive_int, torch_seed
+from wdexp.vocabulary import ConfigError
 
 LOSSES = ("cross_entropy", "mse")
 TASK_KEYS = ("loss", "batch_size", "batch_seed", "features", "classes", "fraction")

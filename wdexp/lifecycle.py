@@ -1,8 +1,5 @@
-"""How a process and its jobs end: signals become exceptions, errors an exit status and a line.
-
-SIGTERM (what schedulers and ``kill`` send) is raised as :class:`Terminated`, like Ctrl-C's
-KeyboardInterrupt, so the tracking layer's cleanup runs and marks the runs KILLED.
-"""
+"""How a process and its jobs end: errors become an exit status and one line, stop signals
+(raised as exceptions by :mod:`wdexp.signals`) 128 + the signal's number."""
 
 from __future__ import annotations
 
@@ -13,86 +10,14 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
 
-from wdexp.config import ConfigError
+from wdexp.signals import Terminated, interrupted, signals_as_exceptions
+from wdexp.vocabulary import ConfigError, JobFailed
 
 log = logging.getLogger("wdexp")
-
-stop_signal: int | None = None
-"""The signal that is stopping this process, once one arrived (read by the sweep's cleanup)."""
-stopping_since: float | None = None
-"""When (``time.monotonic()``) the first stop signal arrived: cleanup waits count from it."""
-
-
-class JobFailed(RuntimeError):
-    """A failure whose message is the whole story (a store that refused a write, a tracking
-    process that died): reported as one line, without a traceback."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so ``except Exception`` in
-    library code cannot swallow it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"received {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-_critical_depth = 0
-_deferred_signal: int | None = None
-
-
-def _stop(signum: int) -> BaseException:
-    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    global stop_signal, stopping_since, _deferred_signal
-    stop_signal = signum
-    if stopping_since is None:
-        stopping_since = time.monotonic()
-    if _critical_depth:
-        _deferred_signal = signum
-        return
-    raise _stop(signum)
-
-
-@contextmanager
-def critical() -> Iterator[None]:
-    """A store write that a signal must not cut in half: SIGINT/SIGTERM arriving inside are
-    raised when it ends. (Blocking the signal is not enough: the kernel hands it to another
-    thread, e.g. torch's, and Python still runs the handler mid-write in the main thread.)"""
-    global _critical_depth, _deferred_signal
-    _critical_depth += 1
-    try:
-        yield
-    finally:
-        _critical_depth -= 1
-        if not _critical_depth and _deferred_signal is not None:
-            signum, _deferred_signal = _deferred_signal, None
-            raise _stop(signum)
-
-
-@contextmanager
-def signals_as_exceptions() -> Iterator[None]:
-    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt, except inside critical()."""
-    try:
-        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT,
-                                                                      signal.SIGTERM)}
-    except ValueError:  # not the main thread: the host process owns signals
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
 
 @contextmanager
 def job(*, multirun: bool) -> Iterator[None]:
@@ -130,7 +55,6 @@ def run_main(main: Callable[[], object]) -> None:
 
 
 def _exit_code(main: Callable[[], object]) -> int:
-    global stop_signal
     try:
         with signals_as_exceptions():
             main()
@@ -138,7 +62,7 @@ def _exit_code(main: Callable[[], object]) -> int:
         log.warning("wdexp: stopped by %s", signal.Signals(stop.signum).name)
         return 128 + stop.signum
     except KeyboardInterrupt:  # also raised by Python's own handler, outside ours
-        stop_signal = signal.SIGINT
+        interrupted()
         log.warning("wdexp: interrupted")
         return 128 + signal.SIGINT
     except SystemExit as done:  # Hydra's exit after reporting an error, or sys.exit(2) above

@@ -9,15 +9,16 @@ on by name and the rest against the class's signature.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from wdexp.config import ConfigError, finite_number, instantiable
+from wdexp.config import finite_number, instantiable
 from wdexp.decay import MODES, WeightDecay, split_parameters
 from wdexp.models.contract import DefaultNoDecay
+from wdexp.vocabulary import ConfigError
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,6 @@ class OptimizerSpec:
     @property
     def weight_decay(self) -> float:
         return self.kwargs.get("weight_decay", 0.0)
-
-    def with_weight_decay(self, weight_decay: float) -> OptimizerSpec:
-        return replace(self, kwargs={**self.kwargs, "weight_decay": weight_decay})
 
     def build(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, WeightDecay]:
         """The torch optimizer over ``model`` and the decay applied around its steps."""

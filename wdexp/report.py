@@ -54,30 +54,40 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, ListConfig
 
-from wdexp.analysis import ARMS, SEED, config_values, over_seeds, pair_table
+from wdexp.analysis import config_values, over_seeds, pair_table
 from wdexp.analysis import find_sweep as analysis_find_sweep
-from wdexp.config import ROOT, ConfigError, parse_tracking
+from wdexp.config import ROOT, parse_tracking
 from wdexp.lifecycle import job, run_main
 from wdexp.tracking.store import Store, connect
+from wdexp.vocabulary import (
+    ARMS,
+    BASELINE,
+    DECAY,
+    LR,
+    SEED,
+    WEIGHT_DECAY,
+    ConfigError,
+    objective_column,
+)
 
 # Config keys in every `all` table, under these names.
 COLUMNS = {"model": "model", "optimizer": "optimizer", "optimizer.decay_mode": "decay_mode",
-           "optimizer.lr": "lr", "optimizer.weight_decay": "weight_decay", "seed": "seed"}
+           LR: "lr", WEIGHT_DECAY: "weight_decay", SEED: "seed"}
 # Where a run's results went, not what it computed: never a column of their own.
 NOT_SETTINGS = ("tracking.", "paths.", "resume")
 # Params derived from the settings (the data's identity, the decay's timescale): not settings.
 DERIVED = ("tau_iter", "tau_epoch", "data.sha256", "data.n_train", "data.n_test", "data.source",
            "data.generator.")
 # Keys that follow another by default: shown only where they were set apart from it.
-FOLLOWS = {"data.batch_seed": "seed"}
+FOLLOWS = {"data.batch_seed": SEED}
 FORMATS = ("table", "csv")
 SEEDS = ("aggregate", "each")
 WIDTH = 100
 # The brief table's names: arm prefixes and metric suffixes.
-ARM_NAMES = {"baseline": "base", "decay": "decay"}
+ARM_NAMES = {BASELINE: "base", DECAY: "decay"}
 METRIC_NAMES = {"final_loss": "loss", "final_test_loss": "test_loss",
                 "final_test_accuracy": "test_acc", "final_weight_norm": "norm"}
-BASELINE_NODE = "arms.baseline."
+BASELINE_NODE = f"arms.{BASELINE}."
 SWEEP_OVERRIDE = re.compile(r"(\+{0,2}report\.sweep=)(.*)", re.DOTALL)
 
 
@@ -200,8 +210,7 @@ def best(found: Pairs, key: str) -> pd.DataFrame:
     if column is None:
         raise ConfigError("report.best", "must name a config key or column of these pairs", key)
     table = found.table
-    outcome = ("decay.final_test_loss" if table.get("decay.final_test_loss") is not None
-               and table["decay.final_test_loss"].notna().any() else "decay.final_loss")
+    outcome = objective_column([c for c in table.columns if table[c].notna().any()])
     others = [name for name in found.keys.values()
               if name != column and name in table and table[name].nunique() > 1]
     values = pd.to_numeric(table[outcome], errors="coerce")

@@ -37,7 +37,8 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from wdexp.config import ConfigError, finite_number, instantiable, integer, positive_int
+from wdexp.config import finite_number, instantiable, integer, positive_int
+from wdexp.vocabulary import ConfigError
 
 WARMUP_FRACTION = 0.05
 FINAL_FRACTION = 0.01  # of the initial lr, for an ExponentialLR whose gamma is null

@@ -10,12 +10,13 @@ launcher, so ``hydra/launcher=joblib`` runs them in parallel), ``direction``, ``
 ``optuna.samplers`` class by ``_target_``; TPE seeded from ``seed`` by default), ``storage``,
 ``study_name``, ``max_failure_rate``. wdexp adds ``objective``.
 
-The objective is read back from the store, where the sweep's pair runs put it: the decay arm's
-final test loss for models with test data, its final loss otherwise (any ``pair_table`` column
-by ``hydra.sweeper.objective``). A trial whose decay arm diverged is told PRUNED — the sampler
-learns that region is bad — and one whose job failed is told FAIL; neither gets a made-up
-value. When the search ends the sweep run gets the best parameters (``best.<key>`` params,
-``best_value``), ``trials.csv`` and ``figures/optimization_history.png``.
+Each trial's objective is what its job returns (``wdexp.train.main``, as Hydra's sweepers
+expect): the decay arm's final test loss for models with test data, its final loss otherwise;
+``hydra.sweeper.objective`` names any other ``pair_table`` column, read from the trial's pair
+run, which the sweep table finds by its job number. A trial whose decay arm diverged is told
+PRUNED — the sampler learns that region is bad — and one whose job failed is told FAIL;
+neither gets a made-up value. When the search ends the sweep run gets the best parameters
+(``best.<key>`` params, ``best_value``), ``trials.csv`` and ``figures/optimization_history.png``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from omegaconf import DictConfig
 
-from wdexp.config import ConfigError, redact
+from wdexp.vocabulary import DECAY, JOB_TAG, ConfigError, objective_column, redact
 
 log = logging.getLogger("wdexp")
 
 TARGET = "hydra_plugins.wdexp_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 PRUNED, FAIL, COMPLETE = "PRUNED", "FAIL", "COMPLETE"
 DIRECTIONS = ("minimize", "maximize")
+JOB = JOB_TAG.removeprefix("wdexp.")  # pair_table reads a key's tag as wdexp.<key>
 KNOWN = {"_target_", "params", "n_trials", "n_jobs", "direction", "sampler", "storage",
          "study_name", "max_failure_rate", "objective"}
 
@@ -142,12 +144,6 @@ def parse(sweeper: DictConfig, arguments: Sequence[str]) -> SearchSpec:
     return spec
 
 
-def objective_column(spec: SearchSpec, columns: Sequence[str]) -> str:
-    if spec.objective:
-        return spec.objective
-    return "decay.final_test_loss" if "decay.final_test_loss" in columns else "decay.final_loss"
-
-
 @dataclass(frozen=True)
 class Told:
     state: str
@@ -155,17 +151,18 @@ class Told:
     why: str = ""
 
 
-def outcome(row: Mapping[str, Any] | None, objective: str, failure: str | None) -> Told:
-    """What Optuna is told of one trial, from its pair run's row of the sweep table."""
+def outcome(row: Mapping[str, Any] | None, value: Any, failure: str | None,
+            objective: str) -> Told:
+    """What Optuna is told of one trial: from its job (``value`` returned, or ``failure``
+    raised) and its pair run's ``row`` in the sweep table."""
     if failure is not None:
         return Told(FAIL, None, failure)
     if row is None:
         return Told(FAIL, None, "no pair run in the store")
     if row.get("status") != "FINISHED":
         return Told(FAIL, None, f"the pair run ended {row.get('status')}")
-    if row.get("decay.diverged"):
+    if row.get(f"{DECAY}.diverged"):
         return Told(PRUNED, None, "the decay arm diverged")
-    value = row.get(objective)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return Told(FAIL, None, f"the pair run has no {objective}")
     if not math.isfinite(value):
@@ -187,8 +184,9 @@ class Search:
         import optuna
         from hydra.core.plugins import Plugins
 
+        from wdexp.analysis import pair_table
         from wdexp.config import parse_tracking
-        from wdexp.tracking import client
+        from wdexp.tracking import client, store
 
         spec = parse(self.sweeper.settings, arguments)
         launcher = Plugins.instance().instantiate_launcher(
@@ -199,9 +197,10 @@ class Search:
                                     study_name=spec.study_name, direction=spec.direction,
                                     load_if_exists=True)
         space = {d.key: d.distribution() for d in spec.dimensions}
-        tracker, tracking = client.get(), parse_tracking(self.config)
-        sweep_id = tracker.find_sweep_run(tracking, str(self.config.hydra.sweep.dir))
+        tracking = parse_tracking(self.config)
+        sweep_id = client.get().find_sweep_run(tracking, str(self.config.hydra.sweep.dir))
         keys = [d.key for d in spec.dimensions]
+        objective = spec.objective
         returns: list[Sequence[Any]] = []
         done = 0
         while done < spec.n_trials:
@@ -211,19 +210,28 @@ class Search:
             self.sweeper.validate_batch_is_legal(batch)
             results = launcher.launch(batch, initial_job_idx=done)
             returns.append(results)
-            done += len(trials)
-            table = tracker.sweep_table(tracking, sweep_id, keys) if sweep_id else None
-            rows = {} if table is None else {r["run_id"]: r for r in table.to_dict("records")}
-            objective = objective_column(spec, [] if table is None else list(table.columns))
+            # Each job's pair run carries its job number: the trial's row, read as any reader
+            # would once the batch has ended.
+            rows: dict[int, dict[str, Any]] = {}
+            if sweep_id is not None:
+                with store.reading(tracking) as results_store:
+                    table = pair_table(results_store, sweep_id, [*keys, JOB])
+                rows = {int(r[JOB]): r for r in table.to_dict("records") if r[JOB] is not None}
+                objective = spec.objective or objective_column(table.columns)
+            objective = objective or objective_column(())
             failed = 0
-            for trial, result in zip(trials, results, strict=True):
-                pair_id, failure = None, None
+            for number, (trial, result) in enumerate(zip(trials, results, strict=True), done):
+                value, failure = None, None
                 try:  # a failed job's return_value raises what the job raised
-                    pair_id = result.return_value
-                    trial.set_user_attr("pair_run_id", pair_id)
+                    value = result.return_value
                 except Exception as error:
                     failure = _one_line(error)
-                told = outcome(rows.get(pair_id), objective, failure)
+                row = rows.get(number)
+                if row is not None:
+                    trial.set_user_attr("pair_run_id", row["run_id"])
+                    if spec.objective:  # not the job's own objective: read from its pair
+                        value = row.get(spec.objective)
+                told = outcome(row, value, failure, objective)
                 if told.why:
                     trial.set_user_attr("why", told.why)
                 study.tell(trial, told.value, state=_state(told.state))
@@ -232,13 +240,14 @@ class Search:
                          " ".join(f"{k}={v}" for k, v in trial.params.items()),
                          f"{objective}={told.value:.6g}" if told.value is not None
                          else f"{told.state} ({told.why})")
+            done += len(trials)
             if failed / len(trials) > spec.max_failure_rate:
                 log.error("wdexp: %d of %d trials in a batch failed (hydra.sweeper."
                           "max_failure_rate=%g): the search stops", failed, len(trials),
                           spec.max_failure_rate)
                 break
         if sweep_id is not None:
-            tracker.annotate(tracking, sweep_id, *record(study, objective, keys))
+            client.get().annotate(tracking, sweep_id, *record(study, objective, keys))
         return returns
 
 

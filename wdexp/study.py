@@ -12,14 +12,15 @@ import copy
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from wdexp import data as data_group
-from wdexp.arms import BASELINE, DECAY, ArmSpec, differences, parse_arms
-from wdexp.config import ConfigError, JobSpec, instantiable, parse_job
+from wdexp.arms import ArmSpec, parse_arms
+from wdexp.config import JobSpec, config_hash, flatten, instantiable, loggable, parse_job
 from wdexp.decay import WeightDecay
 from wdexp.geometry import Geometry, adam_family, predicted_angular_update, timescale
 from wdexp.models.contract import (
@@ -32,9 +33,9 @@ from wdexp.models.contract import (
 )
 from wdexp.models.supervised import supervised
 from wdexp.optimizers import OptimizerSpec
+from wdexp.vocabulary import FIGURE_POINTS, ConfigError
 
-__all__ = ["BASELINE", "DECAY", "Arm", "FigureSpec", "Study", "build"]
-FIGURE_POINTS = 2001
+__all__ = ["Arm", "FigureSpec", "Study", "build"]
 
 
 @dataclass
@@ -70,10 +71,16 @@ class FigureSpec:
 
 @dataclass
 class Study:
+    """Everything downstream needs of one job's config, read once: its checked settings, both
+    arms, and the config as it may be recorded (credentials redacted), flat and hashed."""
+
     job: JobSpec
-    optimizer: OptimizerSpec
+    optimizer: OptimizerSpec  # the decay arm's, as configured
     arms: list[Arm]
     labels: dict[str, str]  # group choices, e.g. {"model": "quadratic", "optimizer": "sgd_wd"}
+    config: dict[str, Any]  # the resolved config as plain data, credentials redacted
+    config_params: dict[str, str]  # the same, flat: MLflow params
+    config_hash: str  # what the pair computes (resume finds finished pairs by it)
     baseline_changes: dict[str, str] = field(default_factory=dict)  # from arms.baseline
 
     def artifacts(self) -> dict[str, str]:
@@ -207,8 +214,7 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
     overlap with its own (the store's opening).
     """
     job = parse_job(cfg)
-    specs = parse_arms(cfg)
-    changes = differences(cfg)
+    specs, changes = parse_arms(cfg)
     device = resolve_device(job.device)
     seed_everything(job.seed)
     model = build_model(cfg, device)
@@ -236,4 +242,6 @@ def build(cfg: DictConfig, labels: dict[str, str] | None = None,
                     if layers and job.geometry_steps != 0 else None)
         arms.append(Arm(spec.name, weight_decay, arm_model, optimizer, decay, spec, scheduler,
                         solution, geometry, predicted_angular_update(spec.optimizer)))
-    return Study(job, decay_spec.optimizer, arms, labels, changes)
+    config = loggable(cfg)
+    return Study(job, decay_spec.optimizer, arms, labels, config, flatten(config),
+                 config_hash(config), changes)

@@ -24,10 +24,22 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from wdexp import lifecycle, search
-from wdexp.config import ConfigError, TrackingSpec, parse_tracking, redact
+from wdexp import search, signals
+from wdexp.config import parse_tracking
 from wdexp.tracking import client
-from wdexp.tracking.records import OVERRIDES_TAG, RUN_KIND_TAG, RunSpec, short_key, source_tags
+from wdexp.tracking.records import RunSpec
+from wdexp.vocabulary import (
+    ARMS,
+    DECAY,
+    OVERRIDES_TAG,
+    RUN_KIND_TAG,
+    ConfigError,
+    TrackingSpec,
+    objective_column,
+    redact,
+    short_key,
+    source_tags,
+)
 
 log = logging.getLogger("wdexp")
 MAX_NAME = 250
@@ -100,17 +112,21 @@ class SweepCallback(Callback):
     def _close(self, status: str) -> None:
         if self._open is None:
             return
-        from wdexp.analysis import ARMS, summary  # pandas work happens once, when a sweep ends
+        # MLflow and pandas load here, once, when a sweep ends: never in a job's start-up.
+        from wdexp.analysis import pair_table, summary
         from wdexp.figures import sweep_figures
+        from wdexp.tracking import store
 
         sweep, self._open = self._open, None
-        if lifecycle.stop_signal is not None:
+        if signals.stop_signal is not None:
             status = "KILLED"
         tracker = client.get()
-        try:
-            table = tracker.sweep_table(sweep.spec, sweep.run_id, sweep.keys)
-        except client.TrackingFailed as error:
-            log.error("wdexp: sweep run %s: %s", sweep.run_id, error)
+        try:  # every job has ended: its pair is in the store, read here like any reader would
+            with store.reading(sweep.spec) as results:
+                table = pair_table(results, sweep.run_id, sweep.keys)
+        except Exception as error:
+            log.error("wdexp: sweep run %s: its pairs could not be read: %s", sweep.run_id,
+                      store.one_line(error))
             with contextlib.suppress(client.TrackingFailed):
                 tracker.close_sweep(sweep.spec, sweep.run_id,
                                     "KILLED" if status == "KILLED" else "FAILED", {}, {})
@@ -127,8 +143,7 @@ class SweepCallback(Callback):
             "summary.csv": summary(table.drop(columns=["run_name"]), sweep.keys).to_csv(
                 index=False)}
         if not table.empty:
-            outcome = ("final_test_loss" if "decay.final_test_loss" in table.columns
-                       else "final_loss")
+            outcome = objective_column(table.columns).removeprefix(f"{DECAY}.")
             files.update({f"figures/{name}": png
                           for name, png in sweep_figures(table, sweep.keys, outcome).items()})
         counts = {"pairs": len(table), "failed_pairs": failed,

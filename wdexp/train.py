@@ -23,49 +23,55 @@ from omegaconf import DictConfig
 
 import wdexp.figures  # noqa: F401
 from wdexp import engine, study
-from wdexp.config import ROOT, config_hash, loggable, to_yaml
+from wdexp.config import ROOT, to_yaml
 from wdexp.lifecycle import job, run_main
+from wdexp.pair_runs import Outcome, describe, pair_run
 from wdexp.progress import progress
-from wdexp.tracking import client, pair
+from wdexp.tracking import client
+from wdexp.vocabulary import GROUPS
 
 log = logging.getLogger("wdexp")
 
 
 def run(cfg: DictConfig, labels: dict[str, str] | None = None,
-        overrides: Sequence[str] = (), sweep_dir: str | None = None) -> str:
-    """One paired comparison; returns the pair run's id. Within a multirun, ``sweep_dir``
-    finds the sweep run to nest the pair under."""
-    tracker = client.get()
+        overrides: Sequence[str] = (), sweep_dir: str | None = None,
+        job_num: int | None = None) -> Outcome:
+    """One paired comparison: its pair run's id and objective. Within a multirun,
+    ``sweep_dir`` finds the sweep run to nest the pair under and ``job_num`` is its job's."""
+    tracker = client.ready()
     # The tracking process opens the store while build() imports torch.optim's compiler stack.
     arms = study.build(cfg, labels, checked=lambda job: tracker.start_connect(job.tracking))
     spec = arms.job.tracking
     tracker.connect(spec)  # its errors (an unreachable server, …) are raised here
-    config = loggable(cfg)
-    if arms.job.resume and (done := tracker.find_finished_pair(spec, config_hash(config))):
-        log.info("skipped: this configuration already finished as pair run %s", done)
-        return done
+    if arms.job.resume and (done := tracker.find_finished_pair(spec, arms.config_hash)):
+        log.info("skipped: this configuration already finished as pair run %s", done[0])
+        return Outcome.stored(*done)
     sweep_id = tracker.find_sweep_run(spec, sweep_dir) if sweep_dir else None
     if sweep_dir and sweep_id is None:
         log.warning("no sweep run found for %s; the pair run will not be nested", sweep_dir)
-    with pair.pair_run(spec, *pair.describe(arms, config, overrides),
-                       files={"config.yaml": to_yaml(config), **arms.artifacts()},
-                       figures=arms.figure_spec(), parent_id=sweep_id) as record:
+    with pair_run(spec, *describe(arms, overrides, job_num),
+                  files={"config.yaml": to_yaml(arms.config), **arms.artifacts()},
+                  figures=arms.figure_spec(), parent_id=sweep_id) as record:
         steps = engine.train(arms.arms, arms.job.epochs)
         for step in progress(steps, arms.job.epochs, arms.name):
             record.log_step(step)
-    return record.pair_id
+    return record.outcome()
 
 
 # An absolute path, as in wdexp.report: found however this module is imported.
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
-def main(cfg: DictConfig) -> str:
+def main(cfg: DictConfig) -> float:
+    """The job Hydra runs; returns the pair's objective (NaN where the decay arm diverged), as
+    any Hydra sweeper expects of its task function."""
     hydra_cfg = HydraConfig.get()
     choices = {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()
-               if group in ("model", "data", "optimizer", "scheduler") and choice is not None}
+               if group in GROUPS and choice is not None}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with job(multirun=multirun):
-        return run(cfg, labels=choices, overrides=hydra_cfg.overrides.task,
-                   sweep_dir=hydra_cfg.sweep.dir if multirun else None)
+        outcome = run(cfg, labels=choices, overrides=hydra_cfg.overrides.task,
+                      sweep_dir=hydra_cfg.sweep.dir if multirun else None,
+                      job_num=hydra_cfg.job.num if multirun else None)
+    return outcome.value
 
 
 if __name__ == "__main__":

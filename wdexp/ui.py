@@ -13,9 +13,10 @@ import argparse
 import os
 import sys
 
-from wdexp.config import ROOT, ConfigError, TrackingSpec
+from wdexp.config import ROOT
 from wdexp.tracking import view
 from wdexp.tracking.store import connect
+from wdexp.vocabulary import ConfigError, TrackingSpec
 
 DEFAULT_STORE = f"sqlite:///{ROOT}/mlflow.db"
 

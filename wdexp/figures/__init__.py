@@ -5,7 +5,7 @@ global figure registry, so drawing is safe in threads and worker processes, open
 frees each figure with its last reference.
 """
 
-from wdexp.figures.pair import PairPlot, pair_figures
-from wdexp.figures.sweep import sweep_figures
+from wdexp.figures.pair_plots import PairPlot, pair_figures
+from wdexp.figures.sweep_plots import sweep_figures
 
 __all__ = ["PairPlot", "pair_figures", "sweep_figures"]

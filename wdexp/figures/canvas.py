@@ -14,8 +14,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogLocator, NullLocator
 
-BASELINE, DECAY = "baseline", "decay"  # not imported from wdexp.study: that pulls in torch
-WEIGHT_DECAY, SEED = "optimizer.weight_decay", "seed"
 ARM_STYLES = ("-", "--", "-.", ":")
 # Sparse hollow markers keep a prediction visible where it lies on the measured curve.
 CLOSED_FORM = {"ls": ":", "lw": 1.2, "marker": "o", "mfc": "none", "ms": 4, "markevery": 0.08}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from wdexp.config import ConfigError, positive_int
+from wdexp.config import positive_int
 from wdexp.models.weights import parse_dtype
+from wdexp.vocabulary import ConfigError
 
 
 def _conv_length(length: int, kernel: int, stride: int = 2, padding: int = 1) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wdexp.config import ConfigError, finite_list
+from wdexp.config import finite_list
+from wdexp.vocabulary import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -15,7 +15,7 @@ import struct
 import time
 from typing import Any
 
-from wdexp.lifecycle import critical
+from wdexp.signals import critical
 
 HEADER = struct.Struct("!Q")
 SLICE_S = 0.2  # the longest a wait sleeps before looking at its deadline again

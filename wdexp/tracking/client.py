@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wdexp import lifecycle
-from wdexp.config import DEFAULT_TIMEOUT_S, ConfigError, TrackingSpec, redact
+from wdexp import signals
 from wdexp.tracking import messages as m
 from wdexp.tracking.channel import SLICE_S, Closed, Receiver, Sender, widen
 from wdexp.tracking.records import RunSpec, Step
+from wdexp.vocabulary import DEFAULT_TIMEOUT_S, ConfigError, JobFailed, TrackingSpec, redact
 
 # After SIGTERM or Ctrl-C, how long the training process waits for its runs to be closed before
 # it exits anyway (the tracking process goes on and closes them).
@@ -39,7 +39,7 @@ T = TypeVar("T")
 log = logging.getLogger("wdexp")
 
 
-class TrackingFailed(lifecycle.JobFailed):
+class TrackingFailed(JobFailed):
     """The store failed the job: one line, naming the URI (redacted) and the reason."""
 
 
@@ -94,7 +94,9 @@ class TrackingClient:
             log.info("%s", connected.ingestion)
         return connected.experiment_id
 
-    def find_finished_pair(self, spec: TrackingSpec, config_hash: str) -> str | None:
+    def find_finished_pair(self, spec: TrackingSpec, config_hash: str,
+                           ) -> tuple[str, dict[str, float]] | None:
+        """A finished pair run of this computation: its id and summary metrics."""
         return self._call(m.FindFinishedPair(spec, config_hash))
 
     def find_sweep_run(self, spec: TrackingSpec, sweep_dir: str) -> str | None:
@@ -116,9 +118,6 @@ class TrackingClient:
 
     def open_sweep(self, spec: TrackingSpec, sweep: RunSpec, sweep_dir: str) -> str:
         return self._call(m.OpenSweep(spec, sweep, sweep_dir))
-
-    def sweep_table(self, spec: TrackingSpec, run_id: str, keys: list[str]) -> Any:
-        return self._call(m.SweepTable(spec, run_id, keys))
 
     def delete_sweep(self, spec: TrackingSpec, run_id: str) -> None:
         self._call(m.DeleteSweep(spec, run_id))
@@ -253,7 +252,7 @@ class TrackingClient:
 def _stop_deadline() -> float | None:
     """Once a stop signal arrived, every wait ends :data:`STOP_WAIT_S` after it: SIGTERM and
     Ctrl-C are honoured in seconds whatever the store does."""
-    since = lifecycle.stopping_since
+    since = signals.stopping_since
     return None if since is None else since + STOP_WAIT_S
 
 
@@ -277,16 +276,12 @@ def prestart() -> None:
     get()
 
 
-def healthy() -> bool:
-    """This process's tracking process is alive, idle and owes no reply."""
+def ready() -> TrackingClient:
+    """This process's tracking process, ready for a new job: one that died, or that still owes
+    replies because the job before this one was stopped mid-write, is replaced (a notebook or a
+    sequential multirun runs job after job in one process)."""
     current = _client
-    return (current is not None and current.owner == os.getpid() and current.alive
-            and not current._outstanding() and not current._replies)
-
-
-def reset() -> None:
-    """End this process's tracking process (tests: each starts from a fresh one)."""
-    global _client
-    if _client is not None and _client.owner == os.getpid():
-        _client.close()
-    _client = None
+    if (current is not None and current.owner == os.getpid()
+            and (current._outstanding() or current._replies)):
+        current.close()
+    return get()

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from wdexp.config import TrackingSpec
 from wdexp.tracking.records import RunSpec, Step
+from wdexp.vocabulary import TrackingSpec
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,6 @@ class OpenSweep:
 
 
 @dataclass(frozen=True)
-class SweepTable:
-    """The sweep's pairs as :func:`wdexp.analysis.pair_table` gives them."""
-
-    spec: TrackingSpec
-    run_id: str
-    keys: list[str]
-
-
-@dataclass(frozen=True)
 class DeleteSweep:
     spec: TrackingSpec
     run_id: str
@@ -125,7 +116,7 @@ class CloseSweep:
 
 
 Request = (OpenStore | Connect | FindFinishedPair | FindSweepRun | OpenPair | LogSteps | Summarize
-           | ClosePair | OpenSweep | SweepTable | DeleteSweep | Annotate | CloseSweep)
+           | ClosePair | OpenSweep | DeleteSweep | Annotate | CloseSweep)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import os
 import socket
 import time
 
-from wdexp.tracking.records import HEARTBEAT_TAG, ORPHANED_TAG, OWNER_TAG, RUN_KIND_TAG
 from wdexp.tracking.store import Store, search_all, terminate
+from wdexp.vocabulary import HEARTBEAT_TAG, ORPHANED_TAG, OWNER_TAG, RUN_KIND_TAG
 
 HEARTBEAT_S = 30.0
 STALE_S = 600.0  # ten missed heartbeats: the owner is gone, wherever it ran

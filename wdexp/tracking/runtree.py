@@ -20,17 +20,16 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 
 from wdexp.tracking.orphans import owner
-from wdexp.tracking.records import (
+from wdexp.tracking.records import RunSpec, Step
+from wdexp.tracking.store import Store, create_run, terminate
+from wdexp.vocabulary import (
     DIVERGED_AT_TAG,
     DIVERGED_TAG,
     FAILURE_TAG,
     HEARTBEAT_TAG,
     OWNER_TAG,
     SUMMARY_METRICS,
-    RunSpec,
-    Step,
 )
-from wdexp.tracking.store import Store, create_run, terminate
 
 RATIO = "equilibrium_ratio/"
 

@@ -30,13 +30,19 @@ import logging
 import time
 from typing import Any, assert_never
 
-from wdexp.config import DEFAULT_TIMEOUT_S, ConfigError, TrackingSpec
 from wdexp.credentials import Redacting
 from wdexp.tracking import messages as m
 from wdexp.tracking import orphans, runtree, store
 from wdexp.tracking.channel import Closed, Receiver, Sender
-from wdexp.tracking.records import SWEEP_DIR_TAG, SWEEP_KEY_TAG, RunSpec, sweep_key
+from wdexp.tracking.records import RunSpec, sweep_key
 from wdexp.tracking.watchdog import Watchdog, failure_of
+from wdexp.vocabulary import (
+    DEFAULT_TIMEOUT_S,
+    SWEEP_DIR_TAG,
+    SWEEP_KEY_TAG,
+    ConfigError,
+    TrackingSpec,
+)
 
 IDLE_S = 0.05  # with nothing to read for this long, write what is buffered …
 LIVE_S = 1.0  # … in full batches, or all of it once its oldest value waited this long
@@ -124,10 +130,6 @@ class Service:
                 self.close_pair(spec, pair_id, arm_ids, status, files, failure)
             case m.OpenSweep(spec, sweep, sweep_dir):
                 return self.open_sweep(spec, sweep, sweep_dir)
-            case m.SweepTable(spec, run_id, keys):
-                from wdexp.analysis import pair_table  # pandas, once a sweep ends
-
-                return pair_table(self.store(spec), run_id, keys)
             case m.DeleteSweep(spec, run_id):
                 self.sweeps.pop(run_id, None)
                 self.store(spec).client.delete_run(run_id)

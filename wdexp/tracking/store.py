@@ -22,9 +22,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from wdexp.config import ConfigError, TrackingSpec, redact
 from wdexp.tracking import ingest, view
-from wdexp.tracking.records import CONFIG_HASH_TAG, RUN_KIND_TAG, SWEEP_KEY_TAG, RunSpec, sweep_key
+from wdexp.tracking.records import RunSpec, sweep_key
+from wdexp.vocabulary import (
+    CONFIG_HASH_TAG,
+    RUN_KIND_TAG,
+    SWEEP_KEY_TAG,
+    ConfigError,
+    TrackingSpec,
+    redact,
+)
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 SEARCH_PAGE = 1000
@@ -56,6 +63,14 @@ def http_limits(timeout_s: float) -> dict[str, str]:
     retries (a restarting server), not MLflow's default of minutes per request."""
     return {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s // 2))),
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+@contextlib.contextmanager
+def reading(spec: TrackingSpec) -> Iterator[Store]:
+    """An existing store and experiment, for reading in any process: every HTTP request bounded
+    by ``tracking.timeout_s`` as the tracking process's are."""
+    with _environment(**http_limits(spec.timeout_s)):
+        yield connect(spec, create=False)
 
 
 @contextlib.contextmanager
@@ -187,13 +202,14 @@ def find_sweep_run(store: Store, sweep_dir: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def find_finished_pair(store: Store, config_hash: str) -> str | None:
-    """A FINISHED pair run of the same computation, if the store has one."""
+def find_finished_pair(store: Store, config_hash: str) -> tuple[str, dict[str, float]] | None:
+    """A FINISHED pair run of the same computation, if the store has one: its id and its
+    summary metrics."""
     runs = store.client.search_runs(
         [store.experiment_id],
         f"tags.`{RUN_KIND_TAG}` = 'pair' and tags.`{CONFIG_HASH_TAG}` = {quoted(config_hash)} "
         "and attributes.status = 'FINISHED'", max_results=1)
-    return runs[0].info.run_id if runs else None
+    return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
 
 
 def create_run(store: Store, spec: RunSpec, parent_id: str | None = None) -> str:

@@ -17,9 +17,9 @@ from types import FrameType
 
 from mlflow.exceptions import MlflowException
 
-from wdexp.config import ConfigError, redact
 from wdexp.tracking import messages as m
 from wdexp.tracking.store import one_line
+from wdexp.vocabulary import ConfigError, redact
 
 PROGRESS_EVERY_S = 1.0  # during a long write, tell the training process it goes on
 

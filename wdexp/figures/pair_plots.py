@@ -15,14 +15,14 @@ from matplotlib.patches import Patch
 from wdexp.figures.canvas import (
     ARM_STYLES,
     CLOSED_FORM,
-    DECAY,
     decades_spanned,
     legend,
     log_scale,
     new_figure,
     png,
 )
-from wdexp.figures.geometry import geometry_figure, has_geometry
+from wdexp.figures.geometry_plots import geometry_figure, has_geometry
+from wdexp.vocabulary import DECAY
 
 GRID = 160  # surface samples per axis
 

@@ -16,11 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from wdexp.figures.canvas import (
-    BASELINE,
-    DECAY,
     MISSING,
-    SEED,
-    WEIGHT_DECAY,
     decades_spanned,
     fmt,
     legend,
@@ -28,6 +24,7 @@ from wdexp.figures.canvas import (
     new_figure,
     png,
 )
+from wdexp.vocabulary import BASELINE, DECAY, HIGHER_IS_BETTER, SEED, WEIGHT_DECAY
 
 
 def sweep_figures(table: pd.DataFrame, keys: Sequence[str], outcome: str) -> dict[str, bytes]:
@@ -123,7 +120,7 @@ def _paired_axis(ax: Axes, frame: pd.DataFrame, xs: pd.Series, numeric: bool,
                  x: str | None) -> None:
     """Decay - baseline of ``outcome`` per setting: mean over seeds and its 95 % t-interval
     (:func:`wdexp.analysis.paired`), a line at 0 (no effect)."""
-    from wdexp.analysis import HIGHER_IS_BETTER, paired
+    from wdexp.analysis import paired
 
     data = frame.assign(_x=xs if numeric else xs.map({c: i for i, c in enumerate(categories)}),
                         _d=_values(frame, DECAY, outcome) - _values(frame, BASELINE, outcome))

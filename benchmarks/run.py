@@ -112,7 +112,7 @@ def cases(smoke: bool) -> list[Case]:
              wdexp(*team_sweep, server=True), wdexp(*team_sweep), 2.0, rounds=MULTIRUN_ROUNDS),
         # In-process repetitions, alternated inside the probe: one process is all it takes.
         Case(f"metric ingestion ({6 * steps} points) / log_batch direct",
-             Command((PY, str(HERE / "ingest.py"), "--keys", "6", "--steps", str(steps),
+             Command((PY, str(HERE / "ingestion_probe.py"), "--keys", "6", "--steps", str(steps),
                       "--repeat", "1" if smoke else "3")),
              None, 4.0, measure="ingest", rounds=1, higher_is_better=True),
         # GNU time's max RSS is that of the largest single process, not of the process tree:

@@ -26,6 +26,7 @@ from wdexp.vocabulary import (
     RUN_KIND_TAG,
     SEED,
     TrackingSpec,
+    tag,
 )
 
 CONFIDENCE = 0.95
@@ -72,7 +73,7 @@ def pair_table(store: Store, sweep_run_id: str | None = None,
         row: dict[str, object] = {"run_id": run.info.run_id, "run_name": run.info.run_name,
                                   "status": run.info.status}
         for key in keys:
-            value = params.get(key, tags.get(f"wdexp.{key}"))
+            value = params.get(key, tags.get(tag(key)))
             row[key] = None if value is None else _number(value)
         for arm in ARMS:
             for name in names:
@@ -91,7 +92,7 @@ def config_values(store: Store, sweep_run_id: str | None = None) -> dict[str, se
     group choices ``model`` and ``optimizer`` — with the values recorded for it, as strings."""
     values: dict[str, set[str]] = {}
     for run in search_all(store, _query("pair", sweep_run_id)):
-        groups = {group: run.data.tags.get(f"wdexp.{group}") for group in GROUPS}
+        groups = {group: run.data.tags.get(tag(group)) for group in GROUPS}
         for key, value in {**groups, **run.data.params}.items():
             if value is not None:
                 values.setdefault(key, set()).add(value)

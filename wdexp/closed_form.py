@@ -11,7 +11,8 @@ follows the gradient of :math:`L + \tfrac{\lambda}{2}\lVert w\rVert^2`, i.e. :ma
 
 .. math:: w_t = w^* + (I - \eta H)^t (w_0 - w^*), \qquad w^* = 2 H^{-1} b.
 
-No torch here: the tracking process draws these next to the measured curves.
+No torch here: the pair's figures (drawn in the training process at its end) show these next
+to the measured curves.
 """
 
 from __future__ import annotations

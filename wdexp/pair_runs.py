@@ -26,7 +26,7 @@ from wdexp.vocabulary import (
     DECAY,
     FIGURE_POINTS,
     GROUPS,
-    JOB_TAG,
+    JOB,
     LR,
     OVERRIDES_TAG,
     RUN_KIND_TAG,
@@ -39,6 +39,7 @@ from wdexp.vocabulary import (
     redact,
     short_key,
     source_tags,
+    tag,
 )
 
 if TYPE_CHECKING:
@@ -74,10 +75,10 @@ def describe(study: Study, overrides: Sequence[str] = (),
              and not override_key(o).startswith(UNNAMED_PREFIXES)]
     context = {
         RUN_KIND_TAG: "pair",
-        **{f"wdexp.{group}": study.labels[group] for group in GROUPS if group in study.labels},
+        **{tag(group): study.labels[group] for group in GROUPS if group in study.labels},
         OVERRIDES_TAG: " ".join(shown),
         CONFIG_HASH_TAG: study.config_hash,
-        **({} if job is None else {JOB_TAG: str(job)}),
+        **({} if job is None else {tag(JOB): str(job)}),
         **source_tags(*shown),
     }
     pair = RunSpec(" ".join([study.name, *extra]), params, context)

@@ -32,14 +32,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from omegaconf import DictConfig
 
-from wdexp.vocabulary import DECAY, JOB_TAG, ConfigError, objective_column, redact
+from wdexp.vocabulary import DECAY, JOB, ConfigError, objective_column, redact
 
 log = logging.getLogger("wdexp")
 
 TARGET = "hydra_plugins.wdexp_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 PRUNED, FAIL, COMPLETE = "PRUNED", "FAIL", "COMPLETE"
 DIRECTIONS = ("minimize", "maximize")
-JOB = JOB_TAG.removeprefix("wdexp.")  # pair_table reads a key's tag as wdexp.<key>
 KNOWN = {"_target_", "params", "n_trials", "n_jobs", "direction", "sampler", "storage",
          "study_name", "max_failure_rate", "objective"}
 
@@ -216,7 +215,8 @@ class Search:
             if sweep_id is not None:
                 with store.reading(tracking) as results_store:
                     table = pair_table(results_store, sweep_id, [*keys, JOB])
-                rows = {int(r[JOB]): r for r in table.to_dict("records") if r[JOB] is not None}
+                rows = {int(r[JOB]): r for r in table.to_dict("records")
+                        if isinstance(r[JOB], int | float) and not math.isnan(r[JOB])}
                 objective = spec.objective or objective_column(table.columns)
             objective = objective or objective_column(())
             failed = 0

@@ -31,11 +31,20 @@ ARMS = (BASELINE, DECAY)  # in the order they are built, trained and shown
 # --- what a run carries ------------------------------------------------------------------------
 
 # Tags on every run wdexp creates; the analysis and the report read the same names.
+TAG_PREFIX = "wdexp."
+
+
+def tag(key: str) -> str:
+    """The tag holding a pair's value of ``key`` where it is no param: a group's choice
+    (``wdexp.optimizer`` = ``sgd_wd``), its job number (``wdexp.job``)."""
+    return TAG_PREFIX + key
+
+
 RUN_KIND_TAG = "wdexp.kind"  # sweep | pair | arm
 ARM_TAG = "wdexp.arm"  # baseline | decay
 CONFIG_HASH_TAG = "wdexp.config_hash"  # what a pair computes: resume finds finished ones by it
 OVERRIDES_TAG = "wdexp.overrides"  # the job's command-line overrides, redacted
-JOB_TAG = "wdexp.job"  # a pair's job number within its multirun (Hydra's hydra.job.num)
+JOB = "job"  # a pair's job number within its multirun (Hydra's hydra.job.num), tag(JOB)
 SWEEP_DIR_TAG = "wdexp.sweep_dir"  # for people: the multirun's output folder
 SWEEP_KEY_TAG = "wdexp.sweep_key"  # for lookups: a digest of that folder, safe in a filter
 DIVERGED_TAG, DIVERGED_AT_TAG = "wdexp.diverged", "wdexp.diverged_at"

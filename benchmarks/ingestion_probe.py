@@ -8,7 +8,8 @@ one process, REPEAT times each, each into its own fresh store; medians are repor
           wdexp.tracking.ingest's direct writer, where MLflow's schema is a tested one)
 Only the logging is timed (Metric construction and the final write included), not store
 creation.
-Usage: python benchmarks/ingest.py [--keys 6] [--steps 10000] [--repeat 5]; prints one JSON line.
+Usage: python benchmarks/ingestion_probe.py [--keys 6] [--steps 10000] [--repeat 5]; prints one
+JSON line.
 """
 
 import argparse

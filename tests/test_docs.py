@@ -3,11 +3,11 @@ would compose it: a renamed key, group or option breaks this test instead of a r
 try. Nothing is trained and no store is opened.
 
 A command is any ``python -m wdexp.train|report|ui …``, ``wdexp-train|report|ui …`` or
-``make run [ARGS="…"]`` in a shell code block or in inline code. Its arguments are read as
-Hydra reads them (Hydra's own argument parser and override grammar); a multirun is composed
-once per combination of its sweeps, the experiment's own ``hydra.sweeper.params`` included,
-with an interval (an Optuna search space) at both of its ends. ``python -m wdexp.ui`` takes
-flags, which its own argparse parser must accept.
+``make run [ARGS="…"]`` in a shell code block or in inline code; each is one test case, its id
+the page and line. Its arguments are read as Hydra reads them (Hydra's own argument parser and
+override grammar); a multirun is composed as many times as it takes to compose every option of
+every swept config group, the experiment's own ``hydra.sweeper.params`` included.
+``python -m wdexp.ui`` takes flags, which its own argparse parser must accept.
 """
 
 from __future__ import annotations
@@ -200,8 +200,8 @@ def jobs(overrides: Sequence[str], sweeper_params: Mapping[str, str] | None = No
 
 
 def compose_command(program: str, argv: Sequence[str]) -> list[DictConfig]:
-    """The configs ``program argv`` composes (jobs covering every swept value, for a
-    multirun); raises what Hydra raises for a key, group or option that does not exist,
+    """The configs ``program argv`` composes (for a multirun, jobs covering every option of
+    its swept groups); raises what Hydra raises for a key, group or option that does not exist,
     SystemExit for an unknown flag."""
     if program == "wdexp.ui":
         return [OmegaConf.create(vars(ui_arguments(argv)))]

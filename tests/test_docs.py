@@ -6,13 +6,15 @@ A command is any ``python -m wdexp.train|report|ui …``, ``wdexp-train|report|u
 ``make run [ARGS="…"]`` in a shell code block or in inline code; each is one test case, its id
 the page and line. Its arguments are read as Hydra reads them (Hydra's own argument parser and
 override grammar); a multirun is composed as many times as it takes to compose every option of
-every swept config group, the experiment's own ``hydra.sweeper.params`` included.
-``python -m wdexp.ui`` takes flags, which its own argparse parser must accept.
+every swept config group, the experiment's own ``hydra.sweeper.params`` included. Hydra
+composes each distinct shape of config once (see ``_compose``): the whole file stays within
+seconds. ``python -m wdexp.ui`` takes flags, which its own argparse parser must accept.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import re
 import shlex
@@ -24,7 +26,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override
+from hydra.core.override_parser.types import IntervalSweep, Override, OverrideType
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,6 +46,7 @@ USER_FOLDERS = {f"{HOME}/wd": str(ROOT / "tests" / "own_model")}
 VARIABLES = {"HOME": HOME}
 PLAIN_VALUE = "placeholder"  # any other $VARIABLE: a value a reader would type
 ELLIPSES = {"…", "..."}  # a lone one stands for "more arguments" in prose
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,34 @@ def _composed(config_name: str, overrides: tuple[str, ...]) -> DictConfig:
                        return_hydra_config=True)
 
 
+def _is_plain(override: Override, groups: Collection[str]) -> bool:
+    """``key=value`` for a key the composed config has: it changes a value, not which keys
+    exist. Groups, ``+``/``~``, packages, sweeps and the search path shape the config."""
+    key = override.key_or_group
+    return (override.type == OverrideType.CHANGE and override.package is None
+            and not override.is_sweep_override() and key not in groups
+            and key != "hydra.searchpath" and "/" not in key)
+
+
 def _compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    return _composed(config_name, tuple(overrides))
+    """One job's config. Hydra composes the overrides that shape it — each distinct shape once —
+    and the plain ``key=value`` overrides of keys that shape has are then set on a copy, as
+    Hydra's own override would set them, at a small part of a composition's cost. Where a
+    plain key is not there, Hydra composes the whole command line, and fails as it fails."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    groups = set(_composed(config_name, ()).hydra.runtime.choices)
+    plain = [o for o in parsed if _is_plain(o, groups)]
+    shape = _composed(config_name, tuple(o.input_line for o in parsed if o not in plain))
+    if not plain:
+        return shape
+    if any(o.key_or_group in shape.hydra.runtime.choices
+           or OmegaConf.select(shape, o.key_or_group, default=_ABSENT) is _ABSENT
+           for o in plain):
+        return _composed(config_name, tuple(overrides))
+    cfg = copy.deepcopy(shape)
+    for override in plain:
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
+    return cfg
 
 
 def _values(override: Override) -> list[str]:
@@ -278,6 +307,17 @@ def test_the_docs_have_commands_to_check() -> None:
     assert any(c.argv[:1] == ("-m",) for c in COMMANDS)  # multiruns
     assert any(a.startswith("hydra/launcher=") for c in COMMANDS for a in c.argv)
     assert any(a.startswith("+experiment=") for c in COMMANDS for a in c.argv)
+
+
+def test_plain_values_come_out_as_hydra_composes_them() -> None:
+    """The shortcut for plain ``key=value`` overrides gives the config Hydra gives."""
+    argv = ["optimizer=adamw", "optimizer.weight_decay=0.1", "model.init=[0.4,0.2]",
+            "tracking.uri=http://tracking-host:5000", "seed=3", "arms.baseline.optimizer.lr=0.2"]
+
+    def job_config(cfg: DictConfig) -> dict:
+        return {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "hydra"}
+
+    assert job_config(_compose("config", argv)) == job_config(_composed("config", tuple(argv)))
 
 
 def test_a_multirun_composes_every_option_of_a_swept_group() -> None:

@@ -43,8 +43,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 ## docs: build the docs site from docs/ into site/, --strict (a broken link or a missing page fails)
+# NO_MKDOCS_2_WARNING: Material would print a banner about its successor into every build
 docs: setup
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict  # no banner about Material's successor
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 ## ui [PORT=5001] [STORE=uri]: the MLflow UI for ./mlflow.db on 127.0.0.1, with a link to the comparison
 ui: setup

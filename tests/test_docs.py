@@ -7,8 +7,8 @@ A command is any ``python -m wdexp.train|report|ui …``, ``wdexp-train|report|u
 the page and line. Its arguments are read as Hydra reads them (Hydra's own argument parser and
 override grammar); a multirun is composed as many times as it takes to compose every option of
 every swept config group, the experiment's own ``hydra.sweeper.params`` included. Hydra
-composes each distinct shape of config once (see ``_compose``): the whole file stays within
-seconds. ``python -m wdexp.ui`` takes flags, which its own argparse parser must accept.
+composes each distinct shape of config once (see ``_compose``), which keeps the file fast.
+``python -m wdexp.ui`` takes flags, which its own argparse parser must accept.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.wdexp-installed
 
-.PHONY: help setup run test test-fast lint ui bench clean
+.PHONY: help setup run test test-fast lint docs ui bench clean
 .DEFAULT_GOAL := help
 
 ## help: list these targets
@@ -42,6 +42,11 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+## docs: build the docs site from docs/ into site/, --strict (a broken link or a missing page fails)
+# NO_MKDOCS_2_WARNING: Material would print a banner about its successor into every build
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 ## ui [PORT=5001] [STORE=uri]: the MLflow UI for ./mlflow.db on 127.0.0.1, with a link to the comparison
 ui: setup
 	$(PY) -m wdexp.ui --store "$(STORE)" --port $(PORT)
@@ -50,6 +55,6 @@ ui: setup
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
-## clean: remove .venv, outputs/, multirun/ and caches (mlflow.db and mlartifacts/ stay)
+## clean: remove .venv, outputs/, multirun/, site/ and caches (mlflow.db and mlartifacts/ stay)
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) outputs multirun site .pytest_cache .ruff_cache *.egg-info

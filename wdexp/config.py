@@ -162,9 +162,12 @@ def parse_tracking(cfg: DictConfig) -> TrackingSpec:
                           artifact_location)
     timeout_s = finite_number("tracking.timeout_s", tracking.get("timeout_s", DEFAULT_TIMEOUT_S),
                               minimum=1)
+    upgrade_store = tracking.get("upgrade_store", False)
+    if not isinstance(upgrade_store, bool):
+        raise ConfigError("tracking.upgrade_store", "must be true or false", upgrade_store)
     if _hydra_saves_command_line():
         warn_once("tracking.uri", uri)
-    return TrackingSpec(uri, experiment, artifact_location, timeout_s)
+    return TrackingSpec(uri, experiment, artifact_location, timeout_s, upgrade_store)
 
 
 def parse_job(cfg: DictConfig) -> JobSpec:

@@ -113,6 +113,7 @@ class TrackingSpec:
     experiment: str
     artifact_location: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
+    upgrade_store: bool = False  # an older MLflow store may be upgraded (a copy kept aside)
 
 
 # --- what a user is told -----------------------------------------------------------------------

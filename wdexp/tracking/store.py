@@ -9,7 +9,6 @@ its arms, or a sweep) and each must end with its own status.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import time
@@ -22,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from wdexp.tracking import ingest, view
+from wdexp.tracking import consent, ingest, view
 from wdexp.tracking.records import RunSpec, sweep_key
 from wdexp.vocabulary import (
     CONFIG_HASH_TAG,
@@ -71,18 +70,6 @@ def reading(spec: TrackingSpec) -> Iterator[Store]:
     by ``tracking.timeout_s`` as the tracking process's are."""
     with _environment(**http_limits(spec.timeout_s)):
         yield connect(spec, create=False)
-
-
-@contextlib.contextmanager
-def _first_time(db: Path) -> Iterator[None]:
-    """Creating a new sqlite store (its schema, the experiment) is done by one job at a time:
-    an exclusive lock on its folder, so no lock file is left beside the store."""
-    folder = os.open(db.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)
 
 
 def _check_sqlite(db: Path, uri: str, create: bool) -> None:
@@ -135,8 +122,9 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
     artifact_location = spec.artifact_location
     if db is not None:
         _check_sqlite(db, spec.uri, create)
+        consent.check(db, spec, create=create)
         artifact_location = artifact_location or str(db.parent / "mlartifacts")
-        guard = _first_time(db) if create else contextlib.nullcontext()
+        guard = consent.creating(db, spec) if create else contextlib.nullcontext()
     else:
         guard = _environment(**{**http_limits(PREFLIGHT_TIMEOUT_S),
                                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})

@@ -22,9 +22,10 @@ A scheduler steps after every optimizer step. Networks add each decayed layer's 
 geometry (``angular_update/<layer>``, ``effective_lr/<layer>``, …; see :mod:`wdexp.geometry`),
 the means over the steps that led to the record.
 
-Divergence is a result: an arm whose loss or weights stop being finite is recorded as diverged
-at that step and stops; the other arms go on. Other non-finite values (a ratio over a zero
-gradient) are left out of the record.
+Divergence is a result, decided on the loss alone: an arm whose loss stops being finite is
+recorded as diverged at that step and stops; the other arms go on. A model's other metrics are
+recorded as they come, NaN included (the arm goes on); a non-finite value wdexp derives itself
+(a ratio over a zero gradient) is left out of the record.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
                 with generators.of(arm):
                     loss = arm.model.loss()
             values = arm.model.metrics(loss)
-            if not all(math.isfinite(v) for v in values.values()):
+            if not math.isfinite(values["loss"] if "loss" in values else loss.detach().item()):
                 arm.diverged_at = epoch
                 diverged.append(arm.name)
                 continue

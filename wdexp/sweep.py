@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from wdexp import search, signals
 from wdexp.config import parse_tracking
+from wdexp.sweep_folder import SweepFolder
 from wdexp.tracking import client
 from wdexp.tracking.records import RunSpec
 from wdexp.vocabulary import (
@@ -71,6 +72,7 @@ class _OpenSweep:
     run_id: str
     keys: list[str]
     resume: bool
+    folder: SweepFolder
 
 
 class SweepCallback(Callback):
@@ -100,9 +102,11 @@ class SweepCallback(Callback):
         tags = {RUN_KIND_TAG: "sweep", OVERRIDES_TAG: " ".join(shown),
                 **source_tags("-m", *shown)}
         params = {f"sweep.{key}": values for key, values in swept.items()}
+        folder = SweepFolder(str(config.hydra.sweep.dir))  # before any run: a folder in use
         run_id = tracker.open_sweep(spec, RunSpec(name, params, tags),
                                     str(config.hydra.sweep.dir))
-        self._open = _OpenSweep(spec, run_id, list(swept), config.get("resume") is True)
+        folder.hand_over(run_id)
+        self._open = _OpenSweep(spec, run_id, list(swept), config.get("resume") is True, folder)
         atexit.register(self._close, "FAILED")
         log.info("sweep run %s started: %s", run_id, name)
 
@@ -112,12 +116,18 @@ class SweepCallback(Callback):
     def _close(self, status: str) -> None:
         if self._open is None:
             return
+        sweep, self._open = self._open, None
+        try:
+            self._end(sweep, status)
+        finally:
+            sweep.folder.release()
+
+    def _end(self, sweep: _OpenSweep, status: str) -> None:
         # MLflow and pandas load here, once, when a sweep ends: never in a job's start-up.
         from wdexp.analysis import pair_table, summary
         from wdexp.figures import sweep_figures
         from wdexp.tracking import store
 
-        sweep, self._open = self._open, None
         if signals.stop_signal is not None:
             status = "KILLED"
         tracker = client.get()

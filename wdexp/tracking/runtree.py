@@ -10,6 +10,7 @@ I/O only: what is worth drawing or summing up is decided in the training process
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 import time
@@ -19,9 +20,10 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 
+from wdexp.tracking.artifacts import ArtifactsFailed
 from wdexp.tracking.orphans import owner
 from wdexp.tracking.records import RunSpec, Step
-from wdexp.tracking.store import Store, create_run, terminate
+from wdexp.tracking.store import Store, create_run, one_line, terminate
 from wdexp.vocabulary import (
     DIVERGED_AT_TAG,
     DIVERGED_TAG,
@@ -53,7 +55,10 @@ def log_files(store: Store, run_id: str, files: Mapping[str, str | bytes]) -> No
                 path.write_bytes(content)
             else:
                 path.write_text(content)
-        store.client.log_artifacts(run_id, tmp)
+        try:
+            store.client.log_artifacts(run_id, tmp)
+        except Exception as error:  # the files' place failed, not the store: say which
+            raise ArtifactsFailed(store.artifact_location, one_line(error)) from None
 
 
 class PairRecorder:
@@ -178,7 +183,10 @@ def close_run(store: Store, run_ids: list[str], status: str,
     (FAILED if logging fails); ``failure`` is kept as a tag on each."""
     try:
         annotate(store, run_ids[0], metrics=metrics, files=files)
-    except BaseException:
+    except BaseException as error:
+        with contextlib.suppress(Exception):  # the store may be what failed
+            for run_id in run_ids:
+                store.client.set_tag(run_id, FAILURE_TAG, one_line(error))
         terminate(store.client, run_ids, "FAILED")
         raise
     try:

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from wdexp.tracking import consent, ingest, view
+from wdexp.tracking import artifacts, consent, ingest, view
 from wdexp.tracking.records import RunSpec, sweep_key
 from wdexp.vocabulary import (
     CONFIG_HASH_TAG,
@@ -101,6 +101,7 @@ class Store:
     client: MlflowClient
     experiment_id: str
     uri: str
+    artifact_location: str = ""  # the experiment's
 
     @functools.cached_property
     def metrics(self) -> ingest.MetricWriter:
@@ -134,6 +135,8 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
             client = MlflowClient(tracking_uri=spec.uri)
             experiment = client.get_experiment_by_name(spec.experiment)
             if experiment is None and create:
+                if artifact_location is not None:  # before the experiment takes it for good
+                    artifacts.check_writable(artifact_location)
                 try:
                     client.create_experiment(spec.experiment, artifact_location=artifact_location,
                                              tags=view.experiment_tags(_now_ms()))
@@ -159,7 +162,10 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
     if experiment.lifecycle_stage != "active":
         raise ConfigError("tracking.experiment", "is deleted in this store; restore it or pick "
                           "another name", spec.experiment)
-    return Store(client, experiment.experiment_id, spec.uri)
+    if create:  # before any run: where this job's files would go
+        artifacts.check_experiment(spec.artifact_location, experiment.artifact_location,
+                                   spec.experiment)
+    return Store(client, experiment.experiment_id, spec.uri, experiment.artifact_location)
 
 
 def _now_ms() -> int:

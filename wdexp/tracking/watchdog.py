@@ -18,6 +18,7 @@ from types import FrameType
 from mlflow.exceptions import MlflowException
 
 from wdexp.tracking import messages as m
+from wdexp.tracking.artifacts import ArtifactsFailed
 from wdexp.tracking.store import one_line
 from wdexp.vocabulary import ConfigError, redact
 
@@ -68,6 +69,8 @@ def failure_of(error: BaseException, uri: str) -> m.Failure:
     error as one line naming the URI, anything else (a bug) with its traceback too."""
     if isinstance(error, ConfigError):
         return m.Failure(str(error), error.key, error.requirement, error.value, error.show_value)
+    if isinstance(error, ArtifactsFailed):  # its message names the artifact location
+        return m.Failure(str(error))
     reason = one_line(error)
     expected = (isinstance(error, MlflowException | OSError | StoreTimeout)
                 or type(error).__module__.split(".")[0] in _STORE_ERRORS)

@@ -185,7 +185,7 @@ class Search:
 
         from wdexp.analysis import pair_table
         from wdexp.config import parse_tracking
-        from wdexp.sweep_folder import sweep_run_of
+        from wdexp.sweep_folder import sweep_run
         from wdexp.tracking import client, store
 
         spec = parse(self.sweeper.settings, arguments)
@@ -198,8 +198,7 @@ class Search:
                                     load_if_exists=True)
         space = {d.key: d.distribution() for d in spec.dimensions}
         tracking = parse_tracking(self.config)
-        sweep_dir = str(self.config.hydra.sweep.dir)
-        sweep_id = sweep_run_of(sweep_dir) or client.get().find_sweep_run(tracking, sweep_dir)
+        sweep_id = sweep_run(tracking, str(self.config.hydra.sweep.dir))
         keys = [d.key for d in spec.dimensions]
         objective = spec.objective
         returns: list[Sequence[Any]] = []

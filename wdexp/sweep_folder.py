@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from pathlib import Path
 
-from wdexp.vocabulary import ConfigError
+from wdexp.tracking import client
+from wdexp.vocabulary import ConfigError, TrackingSpec
+
+log = logging.getLogger("wdexp")
 
 CLAIM = ".wdexp-sweep"
 
@@ -49,6 +53,16 @@ class SweepFolder:
     def release(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def sweep_run(spec: TrackingSpec, sweep_dir: str) -> str | None:
+    """The sweep run a job of the sweep writing to ``sweep_dir`` nests its pair under: the one
+    that claimed the folder; where a job's host does not share the folder (a remote Ray
+    cluster), the running sweep run the store has for it."""
+    found = sweep_run_of(sweep_dir) or client.get().find_sweep_run(spec, sweep_dir)
+    if found is None:
+        log.warning("no sweep run found for %s; the pair run will not be nested", sweep_dir)
+    return found
 
 
 def sweep_run_of(sweep_dir: str) -> str | None:

@@ -27,7 +27,7 @@ from wdexp.config import ROOT, to_yaml
 from wdexp.lifecycle import job, run_main
 from wdexp.pair_runs import Outcome, describe, pair_run
 from wdexp.progress import progress
-from wdexp.sweep_folder import sweep_run_of
+from wdexp.sweep_folder import sweep_run
 from wdexp.tracking import client
 from wdexp.vocabulary import GROUPS
 
@@ -47,13 +47,7 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
     if arms.job.resume and (done := tracker.find_finished_pair(spec, arms.config_hash)):
         log.info("skipped: this configuration already finished as pair run %s", done[0])
         return Outcome.stored(*done)
-    sweep_id = None
-    if sweep_dir:
-        # The sweep run that claimed the folder; by the folder's tag in the store where a job's
-        # host does not share the folder (a remote Ray cluster).
-        sweep_id = sweep_run_of(sweep_dir) or tracker.find_sweep_run(spec, sweep_dir)
-    if sweep_dir and sweep_id is None:
-        log.warning("no sweep run found for %s; the pair run will not be nested", sweep_dir)
+    sweep_id = sweep_run(spec, sweep_dir) if sweep_dir else None
     with pair_run(spec, *describe(arms, overrides, job_num),
                   files={"config.yaml": to_yaml(arms.config), **arms.artifacts()},
                   figures=arms.figure_spec(), parent_id=sweep_id) as record:

@@ -120,14 +120,14 @@ def _sweeper_config(*overrides: str) -> DictConfig:
     return cfg.hydra.sweeper
 
 
-def test_a_bad_search_stops_before_any_run(tmp_path: Path, store_uri: str) -> None:
+def test_a_bad_search_stops_before_any_run(tmp_path: Path, new_store_uri: str) -> None:
     done = multirun("hydra/sweeper=optuna", "optimizer.weight_decay=tag(log, interval(0, 1))",
-                    tmp_path=tmp_path, store_uri=store_uri)
+                    tmp_path=tmp_path, store_uri=new_store_uri)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "wdexp: optimizer.weight_decay is log-scaled: its interval must be above 0 "
         "(got 'optimizer.weight_decay=tag(log, interval(0, 1))')"], done.stderr
-    assert not Path(store_uri.removeprefix("sqlite:///")).exists()
+    assert not Path(new_store_uri.removeprefix("sqlite:///")).exists()
 
 
 def test_trials_in_parallel_with_another_objective(tmp_path: Path, store_uri: str) -> None:

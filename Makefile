@@ -9,6 +9,9 @@ STORE  ?= sqlite:///$(CURDIR)/mlflow.db
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.wdexp-installed
+# pytest-xdist workers for make test / test-fast (0: none, one process)
+WORKERS ?= 2
+XDIST   = -n $(WORKERS) --dist loadgroup
 
 .PHONY: help setup run test test-fast lint ui bench clean
 .DEFAULT_GOAL := help
@@ -30,13 +33,13 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m wdexp.train $(ARGS)
 
-## test [PYTEST_ARGS=…]: the whole test suite (about 27 minutes on 2 cores)
+## test [PYTEST_ARGS=…] [WORKERS=2]: the whole test suite, tests/system/ included (about N minutes on 2 cores)
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
-## test-fast: the suite without the tests marked slow
+## test-fast [PYTEST_ARGS=…]: without tests/system/ and the tests marked slow (about M minutes on 2 cores)
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow and not system" $(PYTEST_ARGS)
 
 ## lint: ruff
 lint: setup

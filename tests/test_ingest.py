@@ -33,8 +33,8 @@ def _client(path: Path) -> tuple[MlflowClient, str, str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[MlflowClient, str, str]]:
-    yield _client(tmp_path / "mlflow.db")
+def store(tmp_path: Path, store_uri: str) -> Iterator[tuple[MlflowClient, str, str]]:
+    yield _client(tmp_path / "mlflow.db")  # store_uri's copy of a new store
 
 
 def _batches() -> list[list[Metric]]:
@@ -183,10 +183,10 @@ def _log_batch(path: str, run_id: str, batches: int) -> None:
                                           for s in range(b * 250, (b + 1) * 250)])
 
 
-def test_writers_side_by_side_with_a_reader(tmp_path: Path) -> None:
+def test_writers_side_by_side_with_a_reader(tmp_path: Path, store_uri: str) -> None:
     """Two processes write with wdexp's writer and one with MLflow's log_batch into one store
     while this process reads it as the UI does: every point arrives, nobody fails."""
-    path = tmp_path / "mlflow.db"
+    path = tmp_path / "mlflow.db"  # store_uri's copy of a new store
     client, experiment_id, _ = _client(path)
     runs = [client.create_run(experiment_id).info.run_id for _ in range(3)]
     batches = 8

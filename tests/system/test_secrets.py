@@ -21,6 +21,9 @@ import pytest
 
 from tests.conftest import PYTHON, StoreReader, cli, free_port, multirun
 
+# One worker runs this module under pytest-xdist: its module-scoped fixture starts once.
+pytestmark = pytest.mark.xdist_group("test_secrets")
+
 SECRET = "s3cret"
 WARNING = "tracking.uri holds a password"
 

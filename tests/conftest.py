@@ -99,11 +99,17 @@ def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "mlflow.db"
 
 
+def copy_store(template_store: Path, db: Path) -> str:
+    """A copy of the template store at ``db`` (its folder made): its sqlite URI."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template_store, db)
+    return f"sqlite:///{db}"
+
+
 @pytest.fixture
 def store_uri(tmp_path: Path, template_store: Path) -> str:
     """An sqlite store in tmp_path, as MLflow creates it: a copy of the session's template."""
-    shutil.copyfile(template_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path}/mlflow.db"
+    return copy_store(template_store, tmp_path / "mlflow.db")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import PYTHON, StoreReader, child_env, cli, popen
+from tests.conftest import PYTHON, StoreReader, child_env, cli, copy_store, popen
 from wdexp.config import ROOT
 
 
@@ -34,11 +34,12 @@ def _histories(reader: StoreReader) -> dict[tuple[str, str], list[tuple[int, flo
 
 
 def test_same_config_and_seed_give_bit_identical_metrics_in_two_processes(tmp_path, run_job,
-                                                                         store_uri):
+                                                                         store_uri,
+                                                                         template_store):
     """One job here, one in a fresh process started by the console script `wdexp-train`
     (the same program as `python -m wdexp.train`): every logged value must match exactly."""
     run_job("seed=0", "optimizer.weight_decay=0.1", "epochs=40")
-    other = f"sqlite:///{tmp_path}/other.db"
+    other = copy_store(template_store, tmp_path / "other.db")
     result = subprocess.run([Path(PYTHON).parent / "wdexp-train", f"tracking.uri={other}",
                              "seed=0", "optimizer.weight_decay=0.1", "epochs=40",
                              f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True,
@@ -72,12 +73,12 @@ def _every_history(uri: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
     # MNIST-1D generated in each process, the CNN's init, a cosine schedule.
     ("cnn", 1, "seed=1", {"loss", "test_accuracy", "lr", "norm.conv1.weight"}),
 ], ids=["ridge", "mlp", "cnn"])
-def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, model, epochs,
-                                                                    other, keys):
+def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, template_store,
+                                                                    model, epochs, other, keys):
     jobs = {}
     for name, extra in (("first", []), ("second", []), ("other", [other])):
-        (tmp_path / name).mkdir()
-        jobs[name] = popen(f"tracking.uri=sqlite:///{tmp_path}/{name}/mlflow.db",
+        uri = copy_store(template_store, tmp_path / name / "mlflow.db")
+        jobs[name] = popen(f"tracking.uri={uri}",
                            f"model={model}", f"epochs={epochs}", *extra,
                            *(["scheduler=cosine", "data.batch_size=400"] if model == "cnn" else []),
                            tmp_path=tmp_path / name)

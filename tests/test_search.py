@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from tests.conftest import StoreReader, multirun
+from tests.conftest import StoreReader, copy_store, multirun
 from wdexp import search
 from wdexp.config import ROOT, ConfigError
 
@@ -76,12 +76,12 @@ def test_a_failed_trial_is_failed_and_the_search_goes_on(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_a_search_is_reproducible_from_its_seed(tmp_path: Path) -> None:
+def test_a_search_is_reproducible_from_its_seed(tmp_path: Path, template_store: Path) -> None:
     found = []
     for name in ("first", "again"):
         folder = tmp_path / name
-        folder.mkdir()
-        _, _, trials = _search(folder, f"sqlite:///{folder}/mlflow.db", "seed=3", "epochs=20",
+        uri = copy_store(template_store, folder / "mlflow.db")
+        _, _, trials = _search(folder, uri, "seed=3", "epochs=20",
                                "optimizer.weight_decay=tag(log, interval(1e-4, 1))",
                                "hydra.sweeper.n_trials=3")
         found.append(list(trials["params_optimizer.weight_decay"]))

@@ -33,6 +33,7 @@ def _histories(reader: StoreReader) -> dict[tuple[str, str], list[tuple[int, flo
             for key in ("loss", "w_1", "w_2", "weight_norm")}
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_bit_identical_metrics_in_two_processes(tmp_path, run_job,
                                                                          store_uri,
                                                                          template_store):
@@ -65,6 +66,7 @@ def _every_history(uri: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
             for name, run in runs.items() for key in run.data.metrics}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "epochs", "other", "keys"), [
     # Ridge starts from zeros on data drawn from model.data_seed: that is its only randomness.
     ("ridge", 20, "model.data_seed=1", {"loss", "w_1", "w_5", "distance_to_solution"}),
@@ -115,6 +117,7 @@ def test_seed_zero_is_a_real_seed(run_job, read_store):
     assert init[0] != init[1]
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path, store_uri):
     import fcntl
     import os
@@ -151,6 +154,7 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path, store_uri)
     assert "decay loss=" not in piped.stderr and "epoch/s" not in piped.stderr
 
 
+@pytest.mark.slow
 def test_a_job_logs_its_pair_run_id_when_it_starts_and_finishes(tmp_path, store_uri):
     # One pipe for stdout and stderr keeps the lines in the order they were written.
     job = popen(f"tracking.uri={store_uri}", "epochs=3", tmp_path=tmp_path)

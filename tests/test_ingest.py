@@ -226,6 +226,7 @@ def test_writers_side_by_side_with_a_reader(tmp_path: Path, store_uri: str) -> N
     assert len(client.get_metric_history(runs[2], "other")) == batches * 250
 
 
+@pytest.mark.slow
 def test_a_job_says_once_how_it_writes(tmp_path: Path, store_uri: str) -> None:
     """Two jobs of a multirun share a tracking process: the log says it once."""
     done = multirun("epochs=3", "optimizer.weight_decay=0,0.1", tmp_path=tmp_path,

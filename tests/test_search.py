@@ -29,6 +29,7 @@ def _search(tmp_path: Path, store_uri: str, *args: str) -> tuple[StoreReader, st
     return reader, sweep_id, pd.read_csv(path)
 
 
+@pytest.mark.slow
 def test_a_search_tells_optuna_what_each_pair_run_did(tmp_path: Path, store_uri: str) -> None:
     """Over lr in [0.01, 2] the quadratic's decay arm diverges from lr ≈ 1 on: those trials
     are PRUNED, the others carry their pair run's final loss, and the best is the lowest."""
@@ -63,6 +64,7 @@ def test_a_search_tells_optuna_what_each_pair_run_did(tmp_path: Path, store_uri:
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_failed_trial_is_failed_and_the_search_goes_on(tmp_path: Path,
                                                           store_uri: str) -> None:
     reader, _, trials = _search(tmp_path, store_uri, "optimizer.weight_decay=choice(0.01,-1)",
@@ -130,6 +132,7 @@ def test_a_bad_search_stops_before_any_run(tmp_path: Path, new_store_uri: str) -
     assert not Path(new_store_uri.removeprefix("sqlite:///")).exists()
 
 
+@pytest.mark.slow
 def test_trials_in_parallel_with_another_objective(tmp_path: Path, store_uri: str) -> None:
     """n_jobs=2 hands the joblib launcher two trials at a time; objective and direction pick
     what Optuna is told (here: maximise the decay arm's final weight norm)."""
@@ -147,6 +150,7 @@ def test_trials_in_parallel_with_another_objective(tmp_path: Path, store_uri: st
     assert sweep.data.params["search.objective"] == "decay.final_weight_norm"
 
 
+@pytest.mark.slow
 def test_max_failure_rate_stops_a_failing_search(tmp_path: Path, store_uri: str) -> None:
     _, _, trials = _search(tmp_path, store_uri, "optimizer.weight_decay=choice(-1)",
                            "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0")

@@ -53,7 +53,11 @@ def _mlflow_server(folder: Path, *options: str, env: dict[str, str] | None = Non
         [PYTHON, "-m", "mlflow", "server", *options, "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{folder}/server.db",
          "--artifacts-destination", str(folder / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env)
+        stdout=log, stderr=subprocess.STDOUT, cwd=folder,
+        # MLflow's background job runner off, as in tests/servers.py: its pool of workers
+        # would compete with the tests for two cores.
+        env={**(os.environ if env is None else env),
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

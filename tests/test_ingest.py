@@ -183,6 +183,7 @@ def _log_batch(path: str, run_id: str, batches: int) -> None:
                                           for s in range(b * 250, (b + 1) * 250)])
 
 
+@pytest.mark.slow
 def test_writers_side_by_side_with_a_reader(tmp_path: Path, store_uri: str) -> None:
     """Two processes write with wdexp's writer and one with MLflow's log_batch into one store
     while this process reads it as the UI does: every point arrives, nobody fails."""

@@ -62,6 +62,7 @@ def _own(tmp_path: Path, store_uri: str, *overrides: str) -> StoreReader:
     return StoreReader(store_uri)
 
 
+@pytest.mark.slow
 def test_a_plain_nn_module_from_outside_the_package_trains_as_a_torch_loop(tmp_path, store_uri):
     """Config alone: the net's class, the digits data, cross-entropy, mini-batches of 32."""
     epochs, lr, weight_decay, seed = 3, 0.1, 0.05, 2
@@ -113,6 +114,7 @@ def test_a_plain_nn_module_from_outside_the_package_trains_as_a_torch_loop(tmp_p
         assert reader.history(run_id, "norm.hidden.weight")[-1][1] == norm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", ["32", "null"], ids=["mini-batch", "full-batch"])
 def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri, batch_size):
     reader = _own(tmp_path, store_uri, "model.dropout=0.5", "optimizer.weight_decay=0",
@@ -124,6 +126,7 @@ def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri
     assert len({v for _, v in histories[0]}) == 3  # dropout changed the losses between epochs
 
 
+@pytest.mark.slow
 def test_data_of_your_own_from_a_loader_returning_datasets(tmp_path, store_uri):
     reader = _own(tmp_path, store_uri, "data=blobs", "optimizer.lr=0.5", "epochs=5")
     (pair,) = reader.runs("pair")

@@ -19,6 +19,9 @@ from tests.jobs import start, training_metrics, wait_for
 from tests.servers import start_mlflow_server
 from wdexp.config import ROOT
 
+# Deadlines and timings: under pytest-xdist these run one at a time, on one worker.
+pytestmark = pytest.mark.xdist_group("timing")
+
 LONG = "epochs=100000000"
 
 

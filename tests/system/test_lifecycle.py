@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.jobs import start, training_metrics
 from wdexp.config import ROOT
 from wdexp.models import Quadratic
+
+# Deadlines and timings: under pytest-xdist these run one at a time, on one worker.
+pytestmark = pytest.mark.xdist_group("timing")
 
 
 class SlowQuadratic(Quadratic):

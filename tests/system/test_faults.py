@@ -135,6 +135,10 @@ def test_both_processes_killed_leave_runs_a_later_job_ends_and_resume_reruns(tmp
                   tmp_path=tmp_path)
     wait_for(lambda: "ended orphaned pair run" in later.output, "the orphans to be ended",
              job=later)
+    # Stopped once its own pair run exists: on a loaded machine a SIGTERM right after the
+    # orphans were ended could come before it.
+    wait_for(lambda: len(StoreReader(store_uri).runs("pair")) == 2, "the rerun's pair run",
+             job=later)
     os.killpg(later.pid, signal.SIGTERM)
     output, _ = later.finish(timeout=30)
     assert output.count("ended orphaned pair run") == 1, output

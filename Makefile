@@ -33,11 +33,11 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m wdexp.train $(ARGS)
 
-## test [PYTEST_ARGS=…] [WORKERS=2]: the whole test suite, tests/system/ included (about N minutes on 2 cores)
+## test [PYTEST_ARGS=…] [WORKERS=2]: the whole suite, tests/system/ included, on 2 pytest-xdist workers (25 minutes measured on 2 cores shared with other jobs)
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
-## test-fast [PYTEST_ARGS=…]: without tests/system/ and the tests marked slow (about M minutes on 2 cores)
+## test-fast [PYTEST_ARGS=…]: without tests/system/ and the slow tests: the in-process checks and one real job (4 minutes, same conditions)
 test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "not slow and not system" $(PYTEST_ARGS)
 

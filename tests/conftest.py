@@ -80,8 +80,42 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**clean, **(extra or {})}
 
 
+# Creating an sqlite store runs MLflow's schema migrations (seconds each): the session migrates
+# one, in a process of its own started in its own folder, and each test gets a copy of it.
+_TEMPLATE = """
+from mlflow.tracking import MlflowClient
+assert [e.name for e in MlflowClient(tracking_uri="sqlite:///mlflow.db").search_experiments()] \\
+    == ["Default"]
+"""
+
+
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An sqlite store as MLflow creates it (its schema, the Default experiment), made once
+    per session (once per xdist worker); never written to after."""
+    folder = tmp_path_factory.mktemp("template-store")
+    subprocess.run([PYTHON, "-c", _TEMPLATE], cwd=folder, env=child_env(), check=True,
+                   capture_output=True, timeout=300)
+    return folder / "mlflow.db"
+
+
+def copy_store(template_store: Path, db: Path) -> str:
+    """A copy of the template store at ``db`` (its folder made): its sqlite URI."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template_store, db)
+    return f"sqlite:///{db}"
+
+
 @pytest.fixture
-def store_uri(tmp_path: Path) -> str:
+def store_uri(tmp_path: Path, template_store: Path) -> str:
+    """An sqlite store in tmp_path, as MLflow creates it: a copy of the session's template."""
+    return copy_store(template_store, tmp_path / "mlflow.db")
+
+
+@pytest.fixture
+def new_store_uri(tmp_path: Path) -> str:
+    """The URI of an sqlite store in tmp_path that does not exist yet: for the tests of what
+    happens before and while a job creates one."""
     return f"sqlite:///{tmp_path}/mlflow.db"
 
 
@@ -99,6 +133,28 @@ def compose_with_choices(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, choices
+
+
+class Trained:
+    """A job's numbers as the engine hands them to the store, trained in this process with no
+    tracking process and no store: the real config through ``wdexp.study.build`` and
+    ``wdexp.engine.train``, as ``wdexp.train.run`` calls them. For the tests of the numbers;
+    what the store keeps of them is tested end to end through ``run_job`` once per kind."""
+
+    def __init__(self, *overrides: str) -> None:
+        from wdexp import engine, study
+
+        cfg, choices = compose_with_choices(*overrides)
+        self.study = study.build(cfg, labels=choices)
+        self.steps = list(engine.train(self.study.arms, self.study.job.epochs))
+
+    def history(self, arm: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of one arm's metric, as ``StoreReader.history`` reads them back."""
+        return [(step.epoch, step.metrics[arm][key]) for step in self.steps
+                if key in step.metrics.get(arm, {})]
+
+    def values(self, arm: str, key: str) -> list[float]:
+        return [value for _, value in self.history(arm, key)]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import PYTHON, StoreReader, child_env, cli, popen
+from tests.conftest import PYTHON, StoreReader, child_env, cli, copy_store, popen
 from wdexp.config import ROOT
 
 
@@ -33,12 +33,14 @@ def _histories(reader: StoreReader) -> dict[tuple[str, str], list[tuple[int, flo
             for key in ("loss", "w_1", "w_2", "weight_norm")}
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_bit_identical_metrics_in_two_processes(tmp_path, run_job,
-                                                                         store_uri):
+                                                                         store_uri,
+                                                                         template_store):
     """One job here, one in a fresh process started by the console script `wdexp-train`
     (the same program as `python -m wdexp.train`): every logged value must match exactly."""
     run_job("seed=0", "optimizer.weight_decay=0.1", "epochs=40")
-    other = f"sqlite:///{tmp_path}/other.db"
+    other = copy_store(template_store, tmp_path / "other.db")
     result = subprocess.run([Path(PYTHON).parent / "wdexp-train", f"tracking.uri={other}",
                              "seed=0", "optimizer.weight_decay=0.1", "epochs=40",
                              f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True,
@@ -64,6 +66,7 @@ def _every_history(uri: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
             for name, run in runs.items() for key in run.data.metrics}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "epochs", "other", "keys"), [
     # Ridge starts from zeros on data drawn from model.data_seed: that is its only randomness.
     ("ridge", 20, "model.data_seed=1", {"loss", "w_1", "w_5", "distance_to_solution"}),
@@ -72,12 +75,12 @@ def _every_history(uri: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
     # MNIST-1D generated in each process, the CNN's init, a cosine schedule.
     ("cnn", 1, "seed=1", {"loss", "test_accuracy", "lr", "norm.conv1.weight"}),
 ], ids=["ridge", "mlp", "cnn"])
-def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, model, epochs,
-                                                                    other, keys):
+def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, template_store,
+                                                                    model, epochs, other, keys):
     jobs = {}
     for name, extra in (("first", []), ("second", []), ("other", [other])):
-        (tmp_path / name).mkdir()
-        jobs[name] = popen(f"tracking.uri=sqlite:///{tmp_path}/{name}/mlflow.db",
+        uri = copy_store(template_store, tmp_path / name / "mlflow.db")
+        jobs[name] = popen(f"tracking.uri={uri}",
                            f"model={model}", f"epochs={epochs}", *extra,
                            *(["scheduler=cosine", "data.batch_size=400"] if model == "cnn" else []),
                            tmp_path=tmp_path / name)
@@ -114,6 +117,7 @@ def test_seed_zero_is_a_real_seed(run_job, read_store):
     assert init[0] != init[1]
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path, store_uri):
     import fcntl
     import os
@@ -150,6 +154,7 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path, store_uri)
     assert "decay loss=" not in piped.stderr and "epoch/s" not in piped.stderr
 
 
+@pytest.mark.slow
 def test_a_job_logs_its_pair_run_id_when_it_starts_and_finishes(tmp_path, store_uri):
     # One pipe for stdout and stderr keeps the lines in the order they were written.
     job = popen(f"tracking.uri={store_uri}", "epochs=3", tmp_path=tmp_path)

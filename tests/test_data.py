@@ -51,6 +51,7 @@ def test_mnist1d_generator_arguments_are_overrides_and_change_the_hash():
     assert smaller.identity["generator.num_samples"] == "1000"
 
 
+@pytest.mark.slow
 def test_a_network_on_mnist1d_logs_the_datas_identity_as_params(run_job, read_store):
     pair_id = run_job("model=cnn", "epochs=1", "data.batch_size=500")
     pair = read_store().client.get_run(pair_id)

@@ -76,6 +76,7 @@ def test_the_equilibrium_prediction_by_hand(optimizer, overrides, expected):
     assert predicted == (None if expected is None else pytest.approx(expected, rel=1e-12))
 
 
+@pytest.mark.slow
 def test_sgd_momentum_reaches_rotational_equilibrium_on_a_scale_invariant_net(run_job,
                                                                             read_store):
     """ηλ = 0.01: the norm settles within ~100 steps; 25 epochs of 43 steps are 10 timescales,

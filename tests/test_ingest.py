@@ -33,8 +33,8 @@ def _client(path: Path) -> tuple[MlflowClient, str, str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[MlflowClient, str, str]]:
-    yield _client(tmp_path / "mlflow.db")
+def store(tmp_path: Path, store_uri: str) -> Iterator[tuple[MlflowClient, str, str]]:
+    yield _client(tmp_path / "mlflow.db")  # store_uri's copy of a new store
 
 
 def _batches() -> list[list[Metric]]:
@@ -183,10 +183,11 @@ def _log_batch(path: str, run_id: str, batches: int) -> None:
                                           for s in range(b * 250, (b + 1) * 250)])
 
 
-def test_writers_side_by_side_with_a_reader(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_writers_side_by_side_with_a_reader(tmp_path: Path, store_uri: str) -> None:
     """Two processes write with wdexp's writer and one with MLflow's log_batch into one store
     while this process reads it as the UI does: every point arrives, nobody fails."""
-    path = tmp_path / "mlflow.db"
+    path = tmp_path / "mlflow.db"  # store_uri's copy of a new store
     client, experiment_id, _ = _client(path)
     runs = [client.create_run(experiment_id).info.run_id for _ in range(3)]
     batches = 8
@@ -226,6 +227,7 @@ def test_writers_side_by_side_with_a_reader(tmp_path: Path) -> None:
     assert len(client.get_metric_history(runs[2], "other")) == batches * 250
 
 
+@pytest.mark.slow
 def test_a_job_says_once_how_it_writes(tmp_path: Path, store_uri: str) -> None:
     """Two jobs of a multirun share a tracking process: the log says it once."""
     done = multirun("epochs=3", "optimizer.weight_decay=0,0.1", tmp_path=tmp_path,

@@ -1,14 +1,12 @@
-"""How jobs end: signals, exceptions and divergence leave every run with an honest status."""
+"""How jobs end: exceptions and divergence leave every run with an honest status (signals and
+killed processes: tests/system/test_faults.py; metrics while a job runs:
+tests/system/test_lifecycle.py)."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
 
-from tests.jobs import start, training_metrics
-from wdexp.config import ROOT
 from wdexp.models import Quadratic
 
 
@@ -24,39 +22,6 @@ class FailingQuadratic(Quadratic):
             raise RuntimeError("disk on fire")
         self.calls += 1
         return super().loss()
-
-
-class SlowQuadratic(Quadratic):
-    """A model whose every step takes a while, like a real network's epoch."""
-
-    def loss(self):
-        time.sleep(0.1)
-        return super().loss()
-
-
-def test_metrics_reach_the_store_within_two_seconds_while_a_run_goes_on(tmp_path, store_uri):
-    # 8 values a step never fill a batch: only the tracking process's idle flush shows them.
-    job = start(f"tracking.uri={store_uri}", "epochs=80",
-                f"model._target_={__name__}.SlowQuadratic", tmp_path=tmp_path,
-                env={"PYTHONPATH": str(ROOT)})
-    reader = training_metrics(store_uri, job)
-    (arm, _) = reader.runs("arm")
-    lags, seen, statuses = [], 0, set()
-    while job.poll() is None:
-        points = reader.client.get_metric_history(arm.info.run_id, "loss")
-        now = time.time()
-        # Each point's timestamp is when training produced it: the lag is how long a user
-        # watching the UI waits for it.
-        lags += [now - p.timestamp / 1000 for p in points if p.step >= seen]
-        seen = max([seen, *(p.step + 1 for p in points)])
-        statuses.add(reader.client.get_run(arm.info.run_id).info.status)
-        time.sleep(0.2)
-    output, _ = job.finish(timeout=60)
-    assert job.returncode == 0, output
-    assert "RUNNING" in statuses and seen > 20  # polled while it ran, saw most of it live
-    lags.sort()
-    median, worst = lags[len(lags) // 2], lags[-1]
-    assert median < 2.0 and worst < 3.5, f"median {median:.2f} s, max {worst:.2f} s"
 
 
 def test_exception_during_training_marks_runs_failed(run_job, read_store):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import Trained
 from wdexp import data
 from wdexp.config import ROOT
 from wdexp.models import MLP, Quadratic, Ridge, contract
@@ -52,6 +53,17 @@ def test_ridge_data_depends_on_data_seed_only(run_job, read_store, tmp_path):
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_trains_in_this_process(name):
+    """Both arms built and trained, every step recorded (the end-to-end run below is slow)."""
+    trained = Trained(f"+experiment={name}", "epochs=2")
+    assert len(trained.study.arms) == 2
+    assert [step.epoch for step in trained.steps] == [0, 1, 2]
+    for arm in trained.study.arms:
+        assert trained.history(arm.name, "loss"), arm.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_runs_on_a_tiny_budget(run_job, read_store, name):
     pair_id = run_job(f"+experiment={name}", "epochs=2")
     reader = read_store()
@@ -59,6 +71,7 @@ def test_every_experiment_composes_and_runs_on_a_tiny_budget(run_job, read_store
     assert len(reader.arms(pair_id)) == 2
 
 
+@pytest.mark.slow
 def test_mlp_learns_digits_and_both_arms_see_the_same_batches(run_job, read_store):
     pair_id = run_job("model=mlp", "optimizer=sgd_momentum", "optimizer.lr=0.05", "epochs=15")
     reader = read_store()

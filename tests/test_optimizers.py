@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import Trained
+
 COEFFICIENTS = [0.05, 1.0, 0.3]
 INIT = [0.8, -0.6, 0.25]
 EPOCHS = 20
@@ -44,50 +46,68 @@ def reference(cls, kwargs, weight_decay: float, mode: str) -> np.ndarray:
     return np.array(history)
 
 
-def logged_weights(reader, run_id: str) -> np.ndarray:
-    columns = [[v for _, v in reader.history(run_id, f"w_{i + 1}")] for i in range(len(INIT))]
+def logged_weights(history, arm: str) -> np.ndarray:
+    """One arm's weights per step (rows) from ``history(arm, key)`` → [(step, value)]."""
+    columns = [[v for _, v in history(arm, f"w_{i + 1}")] for i in range(len(INIT))]
     return np.array(columns).T
 
 
-def run_arms(run_job, read_store, *overrides: str) -> dict[str, np.ndarray]:
-    pair_id = run_job("model.dtype=float64", f"model.coefficients={COEFFICIENTS}",
-                      f"model.init={INIT}", f"epochs={EPOCHS}", *overrides)
-    reader = read_store()
-    return {arm: logged_weights(reader, run.info.run_id)
-            for arm, run in reader.arms(pair_id).items()}
+QUADRATIC = ("model.dtype=float64", f"model.coefficients={COEFFICIENTS}", f"model.init={INIT}",
+             f"epochs={EPOCHS}")
+
+
+def trained_arms(*overrides: str) -> dict[str, np.ndarray]:
+    """Each arm's weights per step as the engine records them (in this process, no store)."""
+    trained = Trained(*QUADRATIC, *overrides)
+    return {arm.name: logged_weights(trained.history, arm.name) for arm in trained.study.arms}
 
 
 @pytest.mark.parametrize("mode", ["native", "coupled", "decoupled", "penalty"])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_both_arms_equal_torch_optim(run_job, read_store, name, mode):
+def test_both_arms_equal_torch_optim(name, mode):
     cls, kwargs = OPTIMIZERS[name]
-    arms = run_arms(run_job, read_store, f"optimizer={name}", f"optimizer.weight_decay={WD}",
-                    f"optimizer.decay_mode={mode}")
+    arms = trained_arms(f"optimizer={name}", f"optimizer.weight_decay={WD}",
+                        f"optimizer.decay_mode={mode}")
     np.testing.assert_array_equal(arms["baseline"], reference(cls, kwargs, 0.0, "native"))
     np.testing.assert_array_equal(arms["decay"], reference(cls, kwargs, WD, mode))
 
 
-def test_for_sgd_coupled_penalty_and_decoupled_agree(run_job, read_store):
-    decay = {mode: run_arms(run_job, read_store, "optimizer=sgd_momentum",
-                            "optimizer.momentum=0", f"optimizer.weight_decay={WD}",
-                            f"optimizer.decay_mode={mode}")["decay"]
+def test_both_arms_read_back_from_the_store_equal_torch_optim(run_job, read_store):
+    """The same comparison end to end: the weights as a job logged them, read back from a real
+    store with MLflow's client."""
+    cls, kwargs = OPTIMIZERS["adam"]
+    pair_id = run_job(*QUADRATIC, "optimizer=adam", f"optimizer.weight_decay={WD}",
+                      "optimizer.decay_mode=decoupled")
+    reader = read_store()
+    runs = {arm: run.info.run_id for arm, run in reader.arms(pair_id).items()}
+    assert set(runs) == {"baseline", "decay"}
+    arms = {arm: logged_weights(lambda _, key, run_id=run_id: reader.history(run_id, key), arm)
+            for arm, run_id in runs.items()}
+    np.testing.assert_array_equal(arms["baseline"], reference(cls, kwargs, 0.0, "native"))
+    np.testing.assert_array_equal(arms["decay"], reference(cls, kwargs, WD, "decoupled"))
+
+
+def test_for_sgd_coupled_penalty_and_decoupled_agree():
+    decay = {mode: trained_arms("optimizer=sgd_momentum", "optimizer.momentum=0",
+                                f"optimizer.weight_decay={WD}",
+                                f"optimizer.decay_mode={mode}")["decay"]
              for mode in ("coupled", "penalty", "decoupled")}
     np.testing.assert_allclose(decay["penalty"], decay["coupled"], rtol=1e-13)
     np.testing.assert_allclose(decay["decoupled"], decay["coupled"], rtol=1e-13)
 
 
-def test_adam_decoupled_is_adamw_and_adam_coupled_is_not(run_job, read_store):
-    adamw = run_arms(run_job, read_store, "optimizer=adamw", f"optimizer.weight_decay={WD}")
-    decoupled = run_arms(run_job, read_store, "optimizer=adam", f"optimizer.weight_decay={WD}",
-                         "optimizer.decay_mode=decoupled")
-    coupled = run_arms(run_job, read_store, "optimizer=adam", f"optimizer.weight_decay={WD}",
-                       "optimizer.decay_mode=coupled")
+def test_adam_decoupled_is_adamw_and_adam_coupled_is_not():
+    adamw = trained_arms("optimizer=adamw", f"optimizer.weight_decay={WD}")
+    decoupled = trained_arms("optimizer=adam", f"optimizer.weight_decay={WD}",
+                             "optimizer.decay_mode=decoupled")
+    coupled = trained_arms("optimizer=adam", f"optimizer.weight_decay={WD}",
+                           "optimizer.decay_mode=coupled")
     np.testing.assert_array_equal(decoupled["decay"], adamw["decay"])
     assert np.abs(coupled["decay"] - adamw["decay"]).max() > 1e-4
 
 
-def test_no_decay_pattern_exempts_parameters(run_job, read_store):
-    arms = run_arms(run_job, read_store, "optimizer.weight_decay=0.5", "optimizer.no_decay=[weig*]")
+def test_no_decay_pattern_exempts_parameters():
+    arms = trained_arms("optimizer.weight_decay=0.5", "optimizer.no_decay=[weig*]")
     np.testing.assert_array_equal(arms["decay"], arms["baseline"])
 
 

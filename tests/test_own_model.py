@@ -10,16 +10,54 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import PYTHON, StoreReader, child_env
+from tests.conftest import PYTHON, StoreReader, Trained, child_env
 
 OWN = Path(__file__).resolve().parent / "own_model"
 
 
+def _logistic_by_torch_optim(weight_decay: float) -> dict[str, list[float]]:
+    """my_models.Logistic trained by torch.optim.SGD: its metrics before each update, as wdexp
+    records them, then the last."""
+    sys.path.insert(0, str(OWN))
+    try:
+        from my_models import Logistic
+    finally:
+        sys.path.remove(str(OWN))
+    model = Logistic(init_seed=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, weight_decay=weight_decay)
+    expected: dict[str, list[float]] = {}
+    for _ in range(20):
+        loss = model.loss()
+        for key, value in model.metrics(loss).items():
+            expected.setdefault(key, []).append(value)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for key, value in model.metrics(model.loss()).items():
+        expected[key].append(value)
+    return expected
+
+
+LOGISTIC = ("model=logistic", f"hydra.searchpath=[file://{OWN}/conf]", "optimizer.lr=0.5",
+            "optimizer.weight_decay=0.1", "epochs=20", "seed=3")
+
+
+def test_a_model_from_outside_the_package_trains_exactly_as_torch_optim_does_in_this_process(
+        monkeypatch):
+    """The config folder found through hydra.searchpath, the module through sys.path; the
+    numbers as the engine hands them to the store (the job end to end: the next test)."""
+    monkeypatch.syspath_prepend(str(OWN))
+    trained = Trained(*LOGISTIC)
+    for arm, weight_decay in (("baseline", 0.0), ("decay", 0.1)):
+        for key, values in _logistic_by_torch_optim(weight_decay).items():
+            assert trained.values(arm, key) == values, (arm, key)
+
+
+@pytest.mark.slow
 def test_a_model_from_outside_the_package_trains_exactly_as_torch_optim_does(tmp_path,
                                                                              store_uri):
     result = subprocess.run(
-        [PYTHON, "-m", "wdexp.train", "model=logistic", f"hydra.searchpath=[file://{OWN}/conf]",
-         "optimizer.lr=0.5", "optimizer.weight_decay=0.1", "epochs=20", "seed=3",
+        [PYTHON, "-m", "wdexp.train", *LOGISTIC,
          f"tracking.uri={store_uri}", f"hydra.run.dir={tmp_path}/run"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env=child_env({"PYTHONPATH": str(OWN)}))
@@ -28,26 +66,8 @@ def test_a_model_from_outside_the_package_trains_exactly_as_torch_optim_does(tmp
     (pair,) = reader.runs("pair")
     assert pair.info.run_name.startswith("logistic sgd_wd lr=0.5 wd=0.1 seed=3")
     arms = reader.arms(pair.info.run_id)
-
-    sys.path.insert(0, str(OWN))
-    try:
-        from my_models import Logistic
-    finally:
-        sys.path.remove(str(OWN))
     for arm, weight_decay in (("baseline", 0.0), ("decay", 0.1)):
-        model = Logistic(init_seed=3)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, weight_decay=weight_decay)
-        expected: dict[str, list[float]] = {}
-        for _ in range(20):  # the state before each update, as wdexp records it, then the last
-            loss = model.loss()
-            for key, value in model.metrics(loss).items():
-                expected.setdefault(key, []).append(value)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-        for key, value in model.metrics(model.loss()).items():
-            expected[key].append(value)
-        for key, values in expected.items():
+        for key, values in _logistic_by_torch_optim(weight_decay).items():
             logged = [value for _, value in reader.history(arms[arm].info.run_id, key)]
             assert logged == values, (arm, key)
 
@@ -62,6 +82,7 @@ def _own(tmp_path: Path, store_uri: str, *overrides: str) -> StoreReader:
     return StoreReader(store_uri)
 
 
+@pytest.mark.slow
 def test_a_plain_nn_module_from_outside_the_package_trains_as_a_torch_loop(tmp_path, store_uri):
     """Config alone: the net's class, the digits data, cross-entropy, mini-batches of 32."""
     epochs, lr, weight_decay, seed = 3, 0.1, 0.05, 2
@@ -113,6 +134,7 @@ def test_a_plain_nn_module_from_outside_the_package_trains_as_a_torch_loop(tmp_p
         assert reader.history(run_id, "norm.hidden.weight")[-1][1] == norm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", ["32", "null"], ids=["mini-batch", "full-batch"])
 def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri, batch_size):
     reader = _own(tmp_path, store_uri, "model.dropout=0.5", "optimizer.weight_decay=0",
@@ -124,6 +146,7 @@ def test_both_arms_of_a_net_with_dropout_draw_the_same_masks(tmp_path, store_uri
     assert len({v for _, v in histories[0]}) == 3  # dropout changed the losses between epochs
 
 
+@pytest.mark.slow
 def test_data_of_your_own_from_a_loader_returning_datasets(tmp_path, store_uri):
     reader = _own(tmp_path, store_uri, "data=blobs", "optimizer.lr=0.5", "epochs=5")
     (pair,) = reader.runs("pair")

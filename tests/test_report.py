@@ -38,6 +38,7 @@ def rows(stdout: str) -> list[list[str]]:
     return [line.split() for line in stdout.strip().splitlines()]
 
 
+@pytest.mark.slow
 def test_report_csv_equals_the_store_and_filters_by_sweep(tmp_path, store_uri, run_job):
     lone = run_job("epochs=5", "optimizer.weight_decay=0.2")
     swept = multirun("optimizer.weight_decay=0,0.05", "epochs=3", tmp_path=tmp_path,
@@ -84,6 +85,7 @@ def test_report_csv_equals_the_store_and_filters_by_sweep(tmp_path, store_uri, r
         assert analysis.find_sweep(store, ref) == (sweep.info.run_id, ["optimizer.weight_decay"])
 
 
+@pytest.mark.slow
 def test_the_table_fits_100_columns_and_shows_the_keys_that_differ(tmp_path, store_uri,
                                                                    run_job):
     first = run_job("epochs=3", "optimizer.weight_decay=0.1")
@@ -184,6 +186,7 @@ def test_best_picks_the_key_value_with_the_lowest_decay_test_loss_per_setting():
         best(Pairs(table, keys, []), "momentum")
 
 
+@pytest.mark.slow
 def test_a_seed_sweep_of_a_network_is_one_row_per_setting(tmp_path, store_uri):
     """The batch order follows the seed and the data's identity and the decay's timescale are
     derived params: none of them splits a setting or takes a column."""

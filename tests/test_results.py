@@ -79,6 +79,7 @@ def test_quadratic_form_of_the_bowl_is_its_loss():
     np.testing.assert_allclose(form(w_1, w_2), w_1**2 / 20 + w_2**2, rtol=1e-15)
 
 
+@pytest.mark.slow
 def test_seed_sweep_has_figures_and_is_reported_over_seeds(tmp_path, store_uri):
     result = multirun("optimizer.weight_decay=0,0.5", "optimizer.lr=0.01,0.02", "seed=0,1",
                       "epochs=5", tmp_path=tmp_path, store_uri=store_uri)
@@ -129,6 +130,7 @@ def test_arm_table_and_histories_read_back_what_was_logged(run_job, read_store, 
         assert list(zip(pivot.index, pivot[run_id], strict=True)) == reader.history(run_id, "loss")
 
 
+@pytest.mark.slow
 def test_the_readmes_notebook_recipe_finds_the_latest_sweep_and_labels_curves_by_arm(
         tmp_path, store_uri):
     swept = multirun("optimizer.weight_decay=0.1,0.5", "epochs=3", tmp_path=tmp_path,
@@ -154,6 +156,7 @@ def test_the_readmes_notebook_recipe_finds_the_latest_sweep_and_labels_curves_by
         analysis.find_sweep(store, "no such sweep")
 
 
+@pytest.mark.slow
 def test_a_seed_sweep_reports_paired_differences_with_scipys_intervals(tmp_path, store_uri):
     seeds = 5
     result = multirun("optimizer.weight_decay=0.3,3.0", f"seed={','.join(map(str, range(seeds)))}",

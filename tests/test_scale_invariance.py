@@ -7,6 +7,7 @@ import copy
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch.nn import functional
 
@@ -35,6 +36,7 @@ def test_bn_mlp_loss_and_gradients_are_invariant_to_each_layers_scale():
     assert not any(p.ndim <= 1 for p in net.parameters())  # no bias, no affine BatchNorm
 
 
+@pytest.mark.slow
 def test_weight_decay_equals_an_exponential_lr_schedule_on_a_scale_invariant_net(
         run_job, read_store):
     epochs = 6
@@ -62,6 +64,7 @@ def test_weight_decay_equals_an_exponential_lr_schedule_on_a_scale_invariant_net
     assert set(series("decay", "lr")) == {ETA}
 
 
+@pytest.mark.slow
 def test_without_the_schedule_the_arms_part(run_job, read_store):
     """The control: the same pair with the baseline at a constant lr is not equivalent."""
     pair_id = run_job("+experiment=exp_lr_equivalence", "epochs=3", "~arms.baseline.scheduler")

@@ -143,8 +143,8 @@ def test_independent_decay_is_scaled_by_the_schedule_not_the_lr():
     np.testing.assert_allclose(constant["decay"][0], decoupled["decay"][0], rtol=1e-12)
 
 
-@pytest.mark.parametrize(("optimizer", "schedule"), [("adamw", "warmup_cosine"),
-                                                     ("sgd_momentum", "step")])
+@pytest.mark.parametrize(("optimizer", "schedule"), [
+    pytest.param("adamw", "warmup_cosine", marks=pytest.mark.slow), ("sgd_momentum", "step")])
 def test_minibatch_schedule_steps_per_optimizer_step_as_torch(optimizer, schedule):
     """The digits MLP against a plain loop: same init, batches, torch scheduler per batch."""
     epochs = 3

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from tests.conftest import StoreReader, multirun
+from tests.conftest import StoreReader, copy_store, multirun
 from wdexp import search
 from wdexp.config import ROOT, ConfigError
 
@@ -29,6 +29,7 @@ def _search(tmp_path: Path, store_uri: str, *args: str) -> tuple[StoreReader, st
     return reader, sweep_id, pd.read_csv(path)
 
 
+@pytest.mark.slow
 def test_a_search_tells_optuna_what_each_pair_run_did(tmp_path: Path, store_uri: str) -> None:
     """Over lr in [0.01, 2] the quadratic's decay arm diverges from lr ≈ 1 on: those trials
     are PRUNED, the others carry their pair run's final loss, and the best is the lowest."""
@@ -63,6 +64,7 @@ def test_a_search_tells_optuna_what_each_pair_run_did(tmp_path: Path, store_uri:
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_failed_trial_is_failed_and_the_search_goes_on(tmp_path: Path,
                                                           store_uri: str) -> None:
     reader, _, trials = _search(tmp_path, store_uri, "optimizer.weight_decay=choice(0.01,-1)",
@@ -76,12 +78,12 @@ def test_a_failed_trial_is_failed_and_the_search_goes_on(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_a_search_is_reproducible_from_its_seed(tmp_path: Path) -> None:
+def test_a_search_is_reproducible_from_its_seed(tmp_path: Path, template_store: Path) -> None:
     found = []
     for name in ("first", "again"):
         folder = tmp_path / name
-        folder.mkdir()
-        _, _, trials = _search(folder, f"sqlite:///{folder}/mlflow.db", "seed=3", "epochs=20",
+        uri = copy_store(template_store, folder / "mlflow.db")
+        _, _, trials = _search(folder, uri, "seed=3", "epochs=20",
                                "optimizer.weight_decay=tag(log, interval(1e-4, 1))",
                                "hydra.sweeper.n_trials=3")
         found.append(list(trials["params_optimizer.weight_decay"]))
@@ -120,16 +122,17 @@ def _sweeper_config(*overrides: str) -> DictConfig:
     return cfg.hydra.sweeper
 
 
-def test_a_bad_search_stops_before_any_run(tmp_path: Path, store_uri: str) -> None:
+def test_a_bad_search_stops_before_any_run(tmp_path: Path, new_store_uri: str) -> None:
     done = multirun("hydra/sweeper=optuna", "optimizer.weight_decay=tag(log, interval(0, 1))",
-                    tmp_path=tmp_path, store_uri=store_uri)
+                    tmp_path=tmp_path, store_uri=new_store_uri)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "wdexp: optimizer.weight_decay is log-scaled: its interval must be above 0 "
         "(got 'optimizer.weight_decay=tag(log, interval(0, 1))')"], done.stderr
-    assert not Path(store_uri.removeprefix("sqlite:///")).exists()
+    assert not Path(new_store_uri.removeprefix("sqlite:///")).exists()
 
 
+@pytest.mark.slow
 def test_trials_in_parallel_with_another_objective(tmp_path: Path, store_uri: str) -> None:
     """n_jobs=2 hands the joblib launcher two trials at a time; objective and direction pick
     what Optuna is told (here: maximise the decay arm's final weight norm)."""
@@ -147,6 +150,7 @@ def test_trials_in_parallel_with_another_objective(tmp_path: Path, store_uri: st
     assert sweep.data.params["search.objective"] == "decay.final_weight_norm"
 
 
+@pytest.mark.slow
 def test_max_failure_rate_stops_a_failing_search(tmp_path: Path, store_uri: str) -> None:
     _, _, trials = _search(tmp_path, store_uri, "optimizer.weight_decay=choice(-1)",
                            "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0")

@@ -28,6 +28,7 @@ def assert_sweep_tree(reader: StoreReader, n_pairs: int, status: str = "FINISHED
     return sweep, pairs
 
 
+@pytest.mark.slow
 def test_multirun_nests_pairs_under_one_sweep_run_with_a_summary(tmp_path, store_uri):
     result = multirun("optimizer.weight_decay=0,0.01,0.1", "epochs=5", tmp_path=tmp_path,
                       store_uri=store_uri)
@@ -61,6 +62,7 @@ def test_a_single_job_has_no_sweep_run(run_job, read_store):
     assert "mlflow.parentRunId" not in pair.data.tags
 
 
+@pytest.mark.slow
 def test_failing_and_diverging_jobs_do_not_stop_the_others(tmp_path, store_uri):
     # lr=-1 is rejected by validation, lr=2 diverges, the others finish.
     result = multirun("optimizer.lr=0.01,-1,2,0.02", "epochs=100", tmp_path=tmp_path,
@@ -76,6 +78,7 @@ def test_failing_and_diverging_jobs_do_not_stop_the_others(tmp_path, store_uri):
     assert reader.runs("pair") and not [r for r in reader.runs() if r.info.status == "RUNNING"]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_jobs_and_an_extended_sweep_runs_only_new_ones(tmp_path,
                                                                              store_uri):
     first = multirun("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
@@ -125,6 +128,7 @@ def test_resume_reruns_a_pair_that_did_not_finish(store_uri, run_job, ended):
     assert run_job("epochs=4", "resume=true") not in (pair_id, again)
 
 
+@pytest.mark.slow
 def test_an_experiments_sweeper_params_name_the_sweep_and_its_summary(tmp_path, store_uri):
     result = multirun("+experiment=decay_sweep", "epochs=3", tmp_path=tmp_path,
                       store_uri=store_uri)
@@ -136,6 +140,7 @@ def test_an_experiments_sweeper_params_name_the_sweep_and_its_summary(tmp_path, 
     assert summary["optimizer.weight_decay"].tolist() == [0.0, 0.001, 0.01, 0.1, 1.0]
 
 
+@pytest.mark.slow
 def test_a_sweep_folder_with_quotes_still_nests_its_pairs_under_joblib(tmp_path, store_uri):
     # Each worker finds its sweep run in the store by the folder's digest, never by pasting
     # the folder into a search filter.

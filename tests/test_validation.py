@@ -136,8 +136,8 @@ def test_cuda_device_without_cuda_is_a_config_error():
         study.build(compose_config("device=cuda"))
 
 
-def test_cli_prints_one_line_and_leaves_no_store(tmp_path, store_uri):
-    result = cli(f"tracking.uri={store_uri}", "optimizer.lr=-0.01", tmp_path=tmp_path)
+def test_cli_prints_one_line_and_leaves_no_store(tmp_path, new_store_uri):
+    result = cli(f"tracking.uri={new_store_uri}", "optimizer.lr=-0.01", tmp_path=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "wdexp: optimizer.lr must be a finite number > 0 (got -0.01)"
     assert "Traceback" not in result.stdout + result.stderr
@@ -148,9 +148,9 @@ def test_cli_prints_one_line_and_leaves_no_store(tmp_path, store_uri):
     ("seed=1180591620717411303424", "seed"),  # was torch's "Overflow" traceback
     (f"tracking.experiment={'x' * 5000}", "tracking.experiment"),  # was blamed on tracking.uri
 ], ids=["seed", "experiment"])
-def test_cli_rejects_edge_values_in_one_line_before_any_store_exists(tmp_path, store_uri,
+def test_cli_rejects_edge_values_in_one_line_before_any_store_exists(tmp_path, new_store_uri,
                                                                      override, key):
-    result = cli(f"tracking.uri={store_uri}", override, tmp_path=tmp_path)
+    result = cli(f"tracking.uri={new_store_uri}", override, tmp_path=tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"wdexp: {key} must be ")

@@ -19,6 +19,9 @@ from tests.jobs import start, training_metrics, wait_for
 from tests.servers import start_mlflow_server
 from wdexp.config import ROOT
 
+# Deadlines and timings: under pytest-xdist these run one at a time, on one worker.
+pytestmark = pytest.mark.xdist_group("timing")
+
 LONG = "epochs=100000000"
 
 
@@ -131,6 +134,10 @@ def test_both_processes_killed_leave_runs_a_later_job_ends_and_resume_reruns(tmp
     later = start(f"tracking.uri={store_uri}", "epochs=100000000", "resume=true",
                   tmp_path=tmp_path)
     wait_for(lambda: "ended orphaned pair run" in later.output, "the orphans to be ended",
+             job=later)
+    # Stopped once its own pair run exists: on a loaded machine a SIGTERM right after the
+    # orphans were ended could come before it.
+    wait_for(lambda: len(StoreReader(store_uri).runs("pair")) == 2, "the rerun's pair run",
              job=later)
     os.killpg(later.pid, signal.SIGTERM)
     output, _ = later.finish(timeout=30)

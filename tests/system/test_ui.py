@@ -25,6 +25,9 @@ from tests.conftest import PYTHON, StoreReader, child_env, free_port, multirun
 from wdexp.config import ROOT
 from wdexp.tracking import view
 
+# One worker runs this module under pytest-xdist: its module-scoped fixture starts once.
+pytestmark = pytest.mark.xdist_group("test_ui")
+
 CHROMIUM = Path("/usr/bin/chromium")
 # What Chromium needs on these machines: no sandbox as root, no GPU, and none of its own
 # network traffic (the machine's closed network refuses it, many requests at a time).

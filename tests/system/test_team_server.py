@@ -23,6 +23,9 @@ from tests.postgres import Postgres, running_postgres
 from tests.servers import start_mlflow_server
 
 # What the quadratic model logs for each arm at every step 0..epochs.
+# One worker runs this module under pytest-xdist: its module-scoped fixture starts once.
+pytestmark = pytest.mark.xdist_group("test_team_server")
+
 ARM_METRICS = {"loss", "weight_norm", "w_1", "w_2", "lr", "grad_norm", "decay_grad_ratio"}
 
 

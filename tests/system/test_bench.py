@@ -8,9 +8,14 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PYTHON
 
-RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+# Deadlines and timings: under pytest-xdist these run one at a time, on one worker.
+pytestmark = pytest.mark.xdist_group("timing")
+
+RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 ROWS = ("existing store / bare loop", "new store / bare loop", "-epoch pair", "multirun",
         "PostgreSQL-backed server / local sqlite", "metric ingestion",
         "peak memory (largest process)", "peak memory (process tree")

@@ -174,7 +174,7 @@ def has_postgres() -> bool:
 
 @contextlib.contextmanager
 def team_server() -> Iterator[str]:
-    """The README's team set-up, as tests/test_team_server.py starts it: a throwaway PostgreSQL
+    """The README's team set-up, as tests/system/test_team_server.py starts it: a throwaway PostgreSQL
     cluster and an ``mlflow server`` on it (the password only in its PGPASSWORD)."""
     from tests.conftest import free_port
     from tests.postgres import running_postgres

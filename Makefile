@@ -33,11 +33,11 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m wdexp.train $(ARGS)
 
-## test [PYTEST_ARGS=…] [WORKERS=2]: the whole suite, tests/system/ included, on 2 pytest-xdist workers (25 minutes measured on 2 cores shared with other jobs)
+## test [PYTEST_ARGS=…] [WORKERS=2]: the whole suite, tests/system/ included, on 2 pytest-xdist workers (16 minutes on 2 cores)
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
-## test-fast [PYTEST_ARGS=…]: without tests/system/ and the slow tests: the in-process checks and one real job (4 minutes, same conditions)
+## test-fast [PYTEST_ARGS=…]: without tests/system/ and the slow tests: the in-process checks and one real job (about 2 minutes)
 test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "not slow and not system" $(PYTEST_ARGS)
 

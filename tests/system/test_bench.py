@@ -8,12 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import PYTHON
-
-# Deadlines and timings: under pytest-xdist these run one at a time, on one worker.
-pytestmark = pytest.mark.xdist_group("timing")
 
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 ROWS = ("existing store / bare loop", "new store / bare loop", "-epoch pair", "multirun",
@@ -24,7 +19,9 @@ ROWS = ("existing store / bare loop", "new store / bare loop", "-epoch pair", "m
 def test_smoke_bench_fills_every_row(tmp_path: Path) -> None:
     table = tmp_path / "bench.md"
     result = subprocess.run([PYTHON, str(RUN), "--smoke", "--output", str(table)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                            # Its figures are not asserted (smoke): it may run beside other
+                            # tests, and the limit is only a guard against a hang.
+                            capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("|")]
     for name in ROWS:

@@ -174,8 +174,8 @@ def has_postgres() -> bool:
 
 @contextlib.contextmanager
 def team_server() -> Iterator[str]:
-    """The README's team set-up, as tests/system/test_team_server.py starts it: a throwaway PostgreSQL
-    cluster and an ``mlflow server`` on it (the password only in its PGPASSWORD)."""
+    """The README's team set-up, as tests/system/test_team_server.py starts it: a throwaway
+    PostgreSQL cluster and an ``mlflow server`` on it (the password only in its PGPASSWORD)."""
     from tests.conftest import free_port
     from tests.postgres import running_postgres
     from tests.servers import start_mlflow_server

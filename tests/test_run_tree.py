@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -143,3 +144,24 @@ def test_the_comparison_view_is_added_to_an_experiment_made_elsewhere(store_uri,
     for column in state["selectedColumns"]:
         kind, key = column.split(".", 1)
         assert key.strip("`") in logged[kind], column
+
+
+def test_a_pair_whose_files_cannot_be_written_at_its_start_ends_failed_saying_why(
+        tmp_path, store_uri):
+    from wdexp.tracking import runtree, store
+    from wdexp.tracking.artifacts import ArtifactsFailed
+    from wdexp.tracking.records import RunSpec
+    from wdexp.vocabulary import FAILURE_TAG, TrackingSpec
+
+    location = tmp_path / "art"
+    opened = store.connect(TrackingSpec(store_uri, "files-fail", str(location)))
+    location.rmdir()
+    location.write_text("not a folder any more")  # after the experiment took it
+    arms = {"baseline": RunSpec("baseline", {}, {}), "decay": RunSpec("decay", {}, {})}
+    with pytest.raises(ArtifactsFailed, match=r"tracking\.artifact_location .*/art failed"):
+        runtree.open_pair(opened, RunSpec("pair", {}, {}), arms, {"config.yaml": "a: 1\n"})
+    runs = opened.client.search_runs([opened.experiment_id])
+    assert len(runs) == 3
+    for run in runs:
+        assert run.info.status == "FAILED"
+        assert str(location) in run.data.tags[FAILURE_TAG]

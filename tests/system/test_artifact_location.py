@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import StoreReader, cli
-from tests.jobs import start, wait_for
+from tests.jobs import start, training_metrics, wait_for
 from wdexp.vocabulary import FAILURE_TAG
 
 
@@ -85,7 +85,7 @@ def test_a_location_made_read_only_mid_run_keeps_every_point_and_names_it(
     location, epochs = mounted / "art", 8000
     job = start(f"tracking.uri={store_uri}", f"tracking.artifact_location={location}",
                 f"epochs={epochs}", tmp_path=tmp_path)
-    wait_for(lambda: (StoreReader(store_uri).runs("pair") or None), "the pair run", job=job)
+    training_metrics(store_uri, job)  # the pair's config.yaml is written: now it trains
     subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
     output, _ = job.finish(timeout=300)
     assert job.returncode == 1, output

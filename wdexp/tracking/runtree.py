@@ -160,8 +160,8 @@ def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
         for arm in arms.values():
             created.append(create_run(store, owned(arm), parent_id=created[0]))
         log_files(store, created[0], files)
-    except BaseException:
-        terminate(store.client, created, "FAILED")
+    except BaseException as error:
+        fail(store, created, error)
         raise
     return PairRecorder(store, created[0], dict(zip(arms, created[1:], strict=True)), wrote)
 
@@ -176,6 +176,14 @@ def annotate(store: Store, run_id: str, params: Mapping[str, str] = {},
     log_files(store, run_id, files)
 
 
+def fail(store: Store, run_ids: list[str], error: BaseException) -> None:
+    """End ``run_ids`` FAILED after ``error``, kept as their failure tag."""
+    with contextlib.suppress(Exception):  # the store may be what failed
+        for run_id in run_ids:
+            store.client.set_tag(run_id, FAILURE_TAG, one_line(error))
+    terminate(store.client, run_ids, "FAILED")
+
+
 def close_run(store: Store, run_ids: list[str], status: str,
               files: Mapping[str, str | bytes] = {}, metrics: Mapping[str, float] = {},
               failure: str | None = None) -> None:
@@ -184,10 +192,7 @@ def close_run(store: Store, run_ids: list[str], status: str,
     try:
         annotate(store, run_ids[0], metrics=metrics, files=files)
     except BaseException as error:
-        with contextlib.suppress(Exception):  # the store may be what failed
-            for run_id in run_ids:
-                store.client.set_tag(run_id, FAILURE_TAG, one_line(error))
-        terminate(store.client, run_ids, "FAILED")
+        fail(store, run_ids, error)
         raise
     try:
         if failure:

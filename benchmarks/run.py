@@ -84,20 +84,22 @@ class Case:
 
 
 def cases(smoke: bool) -> list[Case]:
-    seed, long, sweep, steps = (3, 30, 5, 333) if smoke else (30, 20_000, 1000, 10_000)
+    # A smoke run shares its processes between rows where it can: the long pair is the seed
+    # run, and the seed run's memory is sampled as it runs (the memory rows' own commands).
+    seed, long, sweep, steps = (3, 3, 5, 333) if smoke else (30, 20_000, 1000, 10_000)
     bn_epochs = 3 if smoke else 60
     decays = "0,0.01" if smoke else WEIGHT_DECAYS
     n = len(decays.split(","))
-    team = "0,0.01" if smoke else TEAM_DECAYS
+    team = "0" if smoke else TEAM_DECAYS  # smoke: one job, on a worker as in the full row
     team_sweep = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"epochs={sweep}",
                   f"optimizer.weight_decay={team}")
     return [
         Case(f"seed run ({seed} epochs), existing store / bare loop",
              wdexp(f"epochs={seed}", kept=True), notebook(seed), 1.25),
-        Case(f"seed run ({seed} epochs), new store / bare loop", wdexp(f"epochs={seed}"),
-             notebook(seed), 1.25),
-        Case(f"{long}-epoch pair, every epoch logged / bare loop", wdexp(f"epochs={long}"),
-             notebook(long), 3.0, rounds=LONG_ROUNDS),
+        Case(f"seed run ({seed} epochs), new store / bare loop",
+             wdexp(f"epochs={seed}", tree=smoke), notebook(seed), 1.25),
+        Case(f"{long}-epoch pair, every epoch logged / bare loop",
+             wdexp(f"epochs={long}", tree=smoke), notebook(long), 3.0, rounds=LONG_ROUNDS),
         Case(f"{n} values x {sweep} epochs multirun / tutorial multirun",
              wdexp("-m", f"epochs={sweep}", f"optimizer.weight_decay={decays}"),
              tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.15,

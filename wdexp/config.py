@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # `${wdexp.root:}` lets config.yaml name paths from the checkout, not the current directory.
 OmegaConf.register_new_resolver("wdexp.root", lambda: str(ROOT), replace=True)
+
+
+def quiet_launcher_schema() -> None:
+    """conf/hydra/launcher/joblib.yaml takes the place of hydra-joblib-launcher's config of that
+    name (wdexp's launcher, the plugin's keys): Hydra validates it against the plugin's schema
+    and warns, in every process that composes it, that such matching is deprecated."""
+    warnings.filterwarnings("ignore", category=UserWarning, message=r"\s*'hydra/launcher/joblib' "
+                            "is validated against ConfigStore schema with the same name")
+
+
+quiet_launcher_schema()
 
 
 def _is_number(value: Any) -> bool:

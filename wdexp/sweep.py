@@ -6,7 +6,8 @@ sqlite schema and the experiment exactly once (parallel workers then never race 
 and opens the sweep run (tag ``wdexp.kind=sweep``), tagged with the sweep directory: each job, in
 whatever process or machine a launcher puts it, finds its parent by that tag. When the multirun
 ends it logs ``summary.csv`` (one row per pair) and the sweep figures — drawn once, not per job —
-and ends the sweep run FINISHED if every job finished, FAILED otherwise (KILLED on a signal).
+and ends the sweep run FINISHED if every job finished, FAILED otherwise (KILLED on a signal, with
+the summary but no figures, so that a Ctrl-C ends it within seconds).
 Hydra skips ``on_multirun_end`` when a job failed, so the same close also runs at exit. The
 store work itself happens in the tracking process (:mod:`wdexp.tracking`).
 """
@@ -17,6 +18,7 @@ import atexit
 import contextlib
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +77,11 @@ class _OpenSweep:
     folder: SweepFolder
 
 
+def _load_readers() -> None:
+    import wdexp.analysis
+    import wdexp.tracking.store  # noqa: F401
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self._open: _OpenSweep | None = None
@@ -109,6 +116,9 @@ class SweepCallback(Callback):
         self._open = _OpenSweep(spec, run_id, list(swept), config.get("resume") is True, folder)
         atexit.register(self._close, "FAILED")
         log.info("sweep run %s started: %s", run_id, name)
+        # What the sweep's end reads with (MLflow, pandas: seconds of imports) loads meanwhile,
+        # so that the end, a Ctrl-C's too, does not wait for it.
+        threading.Thread(target=_load_readers, name="wdexp-sweep-readers", daemon=True).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close("FINISHED")
@@ -125,7 +135,6 @@ class SweepCallback(Callback):
     def _end(self, sweep: _OpenSweep, status: str) -> None:
         # MLflow and pandas load here, once, when a sweep ends: never in a job's start-up.
         from wdexp.analysis import pair_table, summary
-        from wdexp.figures import sweep_figures
         from wdexp.tracking import store
 
         if signals.stop_signal is not None:
@@ -152,7 +161,10 @@ class SweepCallback(Callback):
         files: dict[str, str | bytes] = {
             "summary.csv": summary(table.drop(columns=["run_name"]), sweep.keys).to_csv(
                 index=False)}
-        if not table.empty:
+        # A stopped sweep ends promptly: its summary says how far it got; no figures are drawn.
+        if not table.empty and status != "KILLED":
+            from wdexp.figures import sweep_figures
+
             outcome = objective_column(table.columns).removeprefix(f"{DECAY}.")
             files.update({f"figures/{name}": png
                           for name, png in sweep_figures(table, sweep.keys, outcome).items()})

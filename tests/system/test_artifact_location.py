@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import StoreReader, cli
-from tests.jobs import start, training_metrics, wait_for
+from tests.jobs import start, training_metrics
 from wdexp.vocabulary import FAILURE_TAG
 
 

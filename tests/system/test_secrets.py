@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import PYTHON, StoreReader, cli, free_port, multirun
 
-# One worker runs this module under pytest-xdist: its module-scoped fixture starts once.
+# One worker runs this module under pytest-xdist: its fixture starts once.
 pytestmark = pytest.mark.xdist_group("test_secrets")
 
 SECRET = "s3cret"
@@ -80,7 +80,9 @@ def _mlflow_server(folder: Path, *options: str, env: dict[str, str] | None = Non
         log.close()
 
 
-@pytest.fixture(scope="module")
+# Session scope: pytest tears a module-scoped fixture down whenever a worker's next test is
+# another module's, and xdist may put one between two of this module's.
+@pytest.fixture(scope="session")
 def shared_server(tmp_path_factory) -> Iterator[str]:
     """One plain server for both launchers' tests (it ignores the URI's userinfo): starting one
     takes longer than a multirun here."""

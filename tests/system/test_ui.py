@@ -25,7 +25,7 @@ from tests.conftest import PYTHON, StoreReader, child_env, free_port, multirun
 from wdexp.config import ROOT
 from wdexp.tracking import view
 
-# One worker runs this module under pytest-xdist: its module-scoped fixture starts once.
+# One worker runs this module under pytest-xdist: its fixture starts once.
 pytestmark = pytest.mark.xdist_group("test_ui")
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,7 +50,9 @@ def _wait_for_line(process: subprocess.Popen[str], deadline: float) -> str:
     return line.strip()
 
 
-@pytest.fixture(scope="module")
+# Session scope: pytest tears a module-scoped fixture down whenever a worker's next test is
+# another module's, and xdist may put one between two of this module's.
+@pytest.fixture(scope="session")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     """A store with a lone pair and a four-pair sweep, served by `make ui` on a free port."""
     folder = tmp_path_factory.mktemp("ui")

@@ -31,11 +31,12 @@ OmegaConf.register_new_resolver("wdexp.root", lambda: str(ROOT), replace=True)
 
 
 def quiet_launcher_schema() -> None:
-    """conf/hydra/launcher/joblib.yaml takes the place of hydra-joblib-launcher's config of that
-    name (wdexp's launcher, the plugin's keys): Hydra validates it against the plugin's schema
-    and warns, in every process that composes it, that such matching is deprecated."""
-    warnings.filterwarnings("ignore", category=UserWarning, message=r"\s*'hydra/launcher/joblib' "
-                            "is validated against ConfigStore schema with the same name")
+    """conf/hydra/launcher/{joblib,submitit_local}.yaml take the place of the plugins' configs of
+    those names (wdexp's launchers, the plugins' keys): Hydra validates each against the plugin's
+    schema and warns, in every process that composes it, that such matching is deprecated."""
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message=r"\s*'hydra/launcher/(joblib|submitit_local)' is validated "
+                            "against ConfigStore schema with the same name")
 
 
 quiet_launcher_schema()

@@ -9,7 +9,8 @@ and every other job runs to its end. The lost job is one line, and a failed ``Jo
 the sweeper: the sweep run ends FAILED with it counted, and the process exits non-zero.
 
 Used by ``hydra/launcher=joblib`` (``conf/hydra/launcher/joblib.yaml``,
-``hydra_plugins/wdexp_launchers``).
+``hydra_plugins/wdexp_launchers``); the submitit launchers there report a dead job with
+:func:`lost` too.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def worker_env(n_jobs: int) -> dict[str, str]:
 
 def death(error: BaseException) -> str:
     """Why a worker's job never returned, in words: the signal that ended it, where known."""
-    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(error))
+    state = re.search(r"\(state: ([A-Z_]+)\)", str(error))  # submitit's, a Slurm state
+    if state is not None:
+        return f"its process ended without a result (state {state[1]})"
+    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(error))  # loky's
     if codes is None:
         return f"its worker failed ({type(error).__name__})"
     named = re.search(r"(SIG[A-Z]+)", codes[1])

@@ -85,3 +85,46 @@ def test_objective_is_the_held_out_loss_where_there_is_one(names, expected):
     assert objective_column(columns) == f"{DECAY}.final_{expected}"
     # The baseline's test loss alone does not make it the objective.
     assert objective_column([f"{BASELINE}.final_test_loss"]) == f"{DECAY}.final_loss"
+
+
+def test_a_retried_job_replaces_its_earlier_attempt_and_readers_see_it_once(store_uri,
+                                                                           tmp_path):
+    """A launcher that retries a dead job (Ray's task retries, a requeued Slurm task) runs its
+    pair again under the same sweep run: the earlier attempt is tagged as replaced and every
+    table reads the job once, the retry's numbers."""
+    from wdexp.analysis import arm_table, config_values, pair_table
+    from wdexp.tracking import client, store
+    from wdexp.vocabulary import JOB, RUN_KIND_TAG, SUPERSEDED_TAG, tag
+
+    spec = TrackingSpec(store_uri, EXPERIMENT)
+    sweep_id = client.get().open_sweep(spec, RunSpec("sweep", {}, {RUN_KIND_TAG: "sweep"}),
+                                       str(tmp_path / "multirun"))
+
+    def attempt(job: int, name: str) -> PairRun:
+        arms = {arm: RunSpec(f"{arm} of {name}", {"arm": arm}, {RUN_KIND_TAG: "arm"})
+                for arm in (BASELINE, DECAY)}
+        pair = RunSpec(name, {"pair": name}, {RUN_KIND_TAG: "pair", tag(JOB): str(job)})
+        return PairRun(spec, pair, arms, files={}, parent_id=sweep_id)
+
+    first, other = attempt(0, "job 0, first attempt"), attempt(1, "job 1")
+    first.log_step(_step(0, 7.0))
+    first.end(RuntimeError("its worker was killed"))
+    retry = attempt(0, "job 0, retried")
+    for pair, offset in ((other, 3.0), (retry, 5.0)):
+        pair.log_step(_step(0, offset))
+        pair.finish()
+
+    reader = StoreReader(store_uri, EXPERIMENT)
+    runs = {run.info.run_name: run for run in reader.runs("pair")}
+    assert runs["job 0, first attempt"].data.tags[SUPERSEDED_TAG] == retry.pair_id
+    assert runs["job 0, first attempt"].info.status == "FAILED"  # kept, as it ended
+    assert SUPERSEDED_TAG not in runs["job 0, retried"].data.tags
+    assert SUPERSEDED_TAG not in runs["job 1"].data.tags
+    with store.reading(spec) as results:
+        table = pair_table(results, sweep_id, ["pair"])
+        arms = arm_table(results, sweep_id)
+        values = config_values(results, sweep_id)
+    assert sorted(table["pair"]) == ["job 0, retried", "job 1"]
+    assert sorted(table[f"{DECAY}.final_loss"]) == [3.0, 5.0]
+    assert sorted(arms["pair_id"].unique()) == sorted([retry.pair_id, other.pair_id])
+    assert values["pair"] == {"job 0, retried", "job 1"}

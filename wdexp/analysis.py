@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
+from mlflow.entities import Run
 
 from wdexp.config import ROOT
 from wdexp.tracking.store import Store, connect, quoted, search_all
@@ -25,6 +26,7 @@ from wdexp.vocabulary import (
     PAIR_METRICS,
     RUN_KIND_TAG,
     SEED,
+    SUPERSEDED_TAG,
     TrackingSpec,
     tag,
 )
@@ -43,6 +45,13 @@ def _query(kind: str, parent_id: str | None) -> str:
     if parent_id is not None:
         query += f" and tags.`mlflow.parentRunId` = {quoted(parent_id)}"
     return query
+
+
+def pair_runs(store: Store, sweep_run_id: str | None = None) -> list[Run]:
+    """The pair runs (of one sweep, if given), each job once: a retried job's earlier attempts,
+    tagged as superseded, are left out."""
+    return [run for run in search_all(store, _query("pair", sweep_run_id))
+            if SUPERSEDED_TAG not in run.data.tags]
 
 
 def find_sweep(store: Store, ref: str = "latest") -> tuple[str, list[str]]:
@@ -64,7 +73,7 @@ def pair_table(store: Store, sweep_run_id: str | None = None,
     arm's final loss and weight norm (and test loss and accuracy, for models that report them),
     and whether it diverged."""
     rows = []
-    runs = search_all(store, _query("pair", sweep_run_id))
+    runs = pair_runs(store, sweep_run_id)
     # Every model has a final loss and weight norm; test metrics only where a model has them.
     names = [name for name in PAIR_METRICS if name in PAIR_METRICS[:2] or any(
         f"{arm}.{name}" in run.data.metrics for run in runs for arm in ARMS)]
@@ -91,7 +100,7 @@ def config_values(store: Store, sweep_run_id: str | None = None) -> dict[str, se
     """Each config key the pair runs (of one sweep, if given) recorded — every param, and the
     group choices ``model`` and ``optimizer`` — with the values recorded for it, as strings."""
     values: dict[str, set[str]] = {}
-    for run in search_all(store, _query("pair", sweep_run_id)):
+    for run in pair_runs(store, sweep_run_id):
         groups = {group: run.data.tags.get(tag(group)) for group in GROUPS}
         for key, value in {**groups, **run.data.params}.items():
             if value is not None:
@@ -104,13 +113,11 @@ def arm_table(store: Store, sweep: str | None = None) -> pd.DataFrame:
     ``run_name`` (e.g. ``decay (wd=0.1)``, a legend label), ``pair_id``, ``arm``, ``status``,
     ``diverged``, every param under its config key
     (``optimizer.lr``, ``seed``, …; numbers as numbers) and every metric's final value."""
-    pair_ids = None
-    if sweep is not None:
-        pair_ids = {run.info.run_id for run in search_all(store, _query("pair", sweep))}
+    pair_ids = {run.info.run_id for run in pair_runs(store, sweep)}
     rows = []
     for run in search_all(store, _query("arm", None)):
         tags = run.data.tags
-        if pair_ids is not None and tags.get("mlflow.parentRunId") not in pair_ids:
+        if tags.get("mlflow.parentRunId") not in pair_ids:
             continue
         rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
                      "pair_id": tags.get("mlflow.parentRunId"),

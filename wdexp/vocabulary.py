@@ -53,6 +53,9 @@ DIVERGED_TAG, DIVERGED_AT_TAG = "wdexp.diverged", "wdexp.diverged_at"
 OWNER_TAG, HEARTBEAT_TAG = "wdexp.owner", "wdexp.heartbeat"
 ORPHANED_TAG = "wdexp.orphaned"  # why a later job ended this run
 FAILURE_TAG = "wdexp.failure"  # the one-line reason a run ended FAILED or KILLED
+# On a job's earlier attempt (a launcher's retry, a requeued task): the pair that replaced it.
+# Readers (wdexp.analysis) leave such pairs out: each job is seen once.
+SUPERSEDED_TAG = "wdexp.superseded_by"
 
 # MLflow's "Source" of a run: the command that made it, ``wdexp.train <overrides>``. Type JOB,
 # because MLflow's UI shows a JOB source whole but a LOCAL one only after its last "/", which

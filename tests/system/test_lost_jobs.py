@@ -7,6 +7,7 @@ lost job."""
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import time
 
@@ -15,7 +16,8 @@ import pytest
 
 from tests.conftest import StoreReader
 from tests.jobs import start, wait_for
-from wdexp.vocabulary import JOB, tag
+from tests.system.ray_nodes import RAY_LOOPBACK, cluster_processes
+from wdexp.vocabulary import JOB, SUPERSEDED_TAG, tag
 
 EPOCHS = 3000
 
@@ -82,3 +84,37 @@ def test_a_killed_job_loses_its_own_pair_and_the_sweep_goes_on(tmp_path, store_u
             else:
                 assert arm.info.status == "FINISHED"
                 assert steps == list(range(EPOCHS + 1))
+
+
+def test_a_ray_task_killed_and_retried_is_one_pair_in_every_table(tmp_path, store_uri,
+                                                                  ray_cluster):
+    """Ray retries a task whose worker died: the job's second attempt replaces the first in
+    the store's tables, and the sweep ends as if it had run once."""
+    job = start(f"tracking.uri={store_uri}", "hydra/launcher=ray_cluster",
+                f"hydra.launcher.ray.init.address={ray_cluster.address}",
+                "optimizer.weight_decay=0.01,0.1", f"epochs={EPOCHS}", tmp_path=tmp_path,
+                multirun=True, env=RAY_LOOPBACK)
+    wait_for(lambda: _training(StoreReader(store_uri), 2), "the jobs training", job=job)
+    (victim, *_) = wait_for(lambda: cluster_processes(ray_cluster, "ray::_run_job"),
+                            "the Ray tasks", job=job)
+    os.kill(victim, signal.SIGKILL)
+    output, _ = job.finish(timeout=300)
+    assert job.returncode == 0, output
+
+    reader = StoreReader(store_uri)
+    (sweep,) = reader.runs("sweep")
+    attempts = reader.runs("pair")
+    assert len(attempts) == 3  # the killed attempt is kept, as it ended
+    (replaced,) = [p for p in attempts if SUPERSEDED_TAG in p.data.tags]
+    (retry,) = [p for p in attempts if p.info.run_id == replaced.data.tags[SUPERSEDED_TAG]]
+    assert replaced.data.tags[tag(JOB)] == retry.data.tags[tag(JOB)]
+    wait_for(lambda: reader.client.get_run(replaced.info.run_id).info.status == "KILLED",
+             "the killed attempt to be ended KILLED", timeout=60)
+    assert {p.info.status for p in attempts if p is not replaced} == {"FINISHED"}
+    assert sweep.info.status == "FINISHED", output
+    assert sweep.data.metrics["pairs"] == 2 and sweep.data.metrics["failed_pairs"] == 0
+    summary = reader.client.download_artifacts(sweep.info.run_id, "summary.csv", str(tmp_path))
+    with open(summary) as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(float(row["optimizer.weight_decay"]) for row in rows) == [0.01, 0.1]
+    assert {row["status"] for row in rows} == {"FINISHED"}

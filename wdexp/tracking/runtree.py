@@ -23,14 +23,18 @@ from mlflow.tracking.context.registry import resolve_tags
 from wdexp.tracking.artifacts import ArtifactsFailed
 from wdexp.tracking.orphans import owner
 from wdexp.tracking.records import RunSpec, Step
-from wdexp.tracking.store import Store, create_run, one_line, terminate
+from wdexp.tracking.store import Store, create_run, one_line, quoted, search_all, terminate
 from wdexp.vocabulary import (
     DIVERGED_AT_TAG,
     DIVERGED_TAG,
     FAILURE_TAG,
     HEARTBEAT_TAG,
+    JOB,
     OWNER_TAG,
+    RUN_KIND_TAG,
     SUMMARY_METRICS,
+    SUPERSEDED_TAG,
+    tag,
 )
 
 RATIO = "equilibrium_ratio/"
@@ -150,6 +154,19 @@ def owned(spec: RunSpec) -> RunSpec:
                                             HEARTBEAT_TAG: str(int(time.time()))})
 
 
+def supersede(store: Store, parent_id: str, job: str, pair_id: str) -> list[str]:
+    """The earlier attempts of job ``job`` under the sweep run ``parent_id`` (a launcher that
+    retried it, a requeued task), tagged as replaced by ``pair_id``: every reader sees the job
+    once. Their ends are their owners' (or, for a dead owner, a later job's: orphans)."""
+    earlier = search_all(store, f"tags.`{RUN_KIND_TAG}` = 'pair' and tags.`mlflow.parentRunId` "
+                                f"= {quoted(parent_id)} and tags.`{tag(JOB)}` = {quoted(job)}")
+    replaced = [run.info.run_id for run in earlier
+                if run.info.run_id != pair_id and SUPERSEDED_TAG not in run.data.tags]
+    for run_id in replaced:
+        store.client.set_tag(run_id, SUPERSEDED_TAG, pair_id)
+    return replaced
+
+
 def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
               files: Mapping[str, str], parent_id: str | None = None,
               wrote: Callable[[], None] = lambda: None) -> PairRecorder:
@@ -157,6 +174,8 @@ def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
     created: list[str] = []
     try:
         created.append(create_run(store, owned(pair), parent_id))
+        if parent_id is not None and tag(JOB) in pair.tags:
+            supersede(store, parent_id, pair.tags[tag(JOB)], created[0])
         for arm in arms.values():
             created.append(create_run(store, owned(arm), parent_id=created[0]))
         log_files(store, created[0], files)

@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PYTHON, child_env
 from wdexp.config import ROOT
 
@@ -61,3 +63,13 @@ def test_settings_exported_before_the_session_do_not_reach_it(tmp_path: Path) ->
         env=child_env({**strays, "PYTHONPATH": pythonpath}))
     assert nested.returncode == 0, nested.stdout + nested.stderr
     assert "1 passed" in nested.stdout, nested.stdout
+
+
+@pytest.mark.xdist_group("grouping-check")
+def test_xdist_groups_hold_under_loadgroup(request: pytest.FixtureRequest) -> None:
+    """The deadline tests share a group so that they never run beside each other, and a
+    module's servers start once per group: under `make test` (--dist loadgroup) the group must
+    reach the scheduler, which reads it from the test's id (pytest 9.2 drops it silently)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run by pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@grouping-check"), request.node.nodeid

@@ -103,3 +103,29 @@ def test_tracking_process_loads_no_torch_hydra_or_application_module():
         assert heavy not in loaded, heavy
     ours = {name for name in loaded if name.startswith("wdexp.")}
     assert all(layer_of(name) <= layer_of("wdexp.tracking") for name in ours), sorted(ours)
+
+
+def test_the_launcher_plugins_import_quietly_without_the_launchers_extra():
+    """Hydra imports every module under hydra_plugins at each start and warns about any that
+    fails: without hydra-joblib-launcher and hydra-submitit-launcher, wdexp's launcher modules
+    import and define no launcher."""
+    code = """
+import sys, warnings
+for name in ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"):
+    sys.modules[name] = None  # as if not installed: importing it raises ImportError
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    names = {cls.__module__ for cls in Plugins.instance().discover(Launcher)}
+from hydra_plugins.wdexp_launchers import joblib_launcher, submitit_launcher
+assert not hasattr(joblib_launcher, "JoblibLauncher")
+assert not hasattr(submitit_launcher, "LocalLauncher")
+assert not [w for w in caught if "wdexp_launchers" in str(w.message)], caught
+print(sorted(n for n in names if "wdexp" in n))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+    assert "wdexp_launchers" not in done.stderr, done.stderr

@@ -14,12 +14,20 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
-from hydra_plugins.hydra_submitit_launcher import submitit_launcher
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
+try:
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+except ImportError:  # hydra-submitit-launcher is not installed: nothing to define (see below)
+    submitit_launcher = None
 
-class _WaitsForEveryJob(submitit_launcher.BaseSubmititLauncher):
+# Without the ``launchers`` extra this module defines nothing: Hydra imports every module under
+# hydra_plugins at each start, and an ImportError here would be a warning every time.
+_Base = submitit_launcher.BaseSubmititLauncher if submitit_launcher is not None else object
+
+
+class _WaitsForEveryJob(_Base):  # type: ignore[misc, valid-type]
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
@@ -58,9 +66,9 @@ class _WaitsForEveryJob(submitit_launcher.BaseSubmititLauncher):
         return results
 
 
-class LocalLauncher(_WaitsForEveryJob):
-    _EXECUTOR = "local"
+if submitit_launcher is not None:
+    class LocalLauncher(_WaitsForEveryJob):
+        _EXECUTOR = "local"
 
-
-class SlurmLauncher(_WaitsForEveryJob):
-    _EXECUTOR = "slurm"
+    class SlurmLauncher(_WaitsForEveryJob):
+        _EXECUTOR = "slurm"

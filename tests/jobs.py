@@ -88,10 +88,14 @@ def training_metrics(uri: str, job: Job, pairs: int = 1) -> StoreReader:
 
     def ready():
         reader = StoreReader(uri)
-        found = reader.runs("arm")
-        return reader if len(found) >= 2 * pairs and all(
-            reader.history(a.info.run_id, "loss") for a in found) else None
+        return reader if training(reader, pairs) else None
 
     return wait_for(ready, "metrics in the store", job=job)
+
+
+def training(reader: StoreReader, pairs: int) -> bool:
+    """Whether ``pairs`` pair runs' arms have each logged a loss."""
+    arms = reader.runs("arm")
+    return len(arms) >= 2 * pairs and all(reader.history(a.info.run_id, "loss") for a in arms)
 
 

@@ -20,6 +20,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.errors import CompactHydraException
 from hydra_plugins.hydra_joblib_launcher._core import execute_job
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from joblib import cpu_count, effective_n_jobs
 from joblib._parallel_backends import ParallelBackendBase
 from joblib.externals.loky import ProcessPoolExecutor
@@ -34,10 +36,10 @@ from joblib.externals.loky import ProcessPoolExecutor
 from wdexp.config import quiet_launcher_schema
 
 log = logging.getLogger("wdexp")
-# The plugin's keys that shape joblib.Parallel's batching; a worker here runs one job at a time.
-PARALLEL_ONLY = {"backend": None, "prefer": "processes", "require": None, "verbose": 0,
-                 "timeout": None, "pre_dispatch": "2*n_jobs", "batch_size": "auto",
-                 "temp_folder": None, "max_nbytes": None, "mmap_mode": "r"}
+# The plugin's keys (and defaults) that shape joblib.Parallel's batching: a worker here runs
+# one job at a time, so of its settings only n_jobs applies.
+PARALLEL_ONLY = {key: value for key, value in asdict(JobLibLauncherConf()).items()
+                 if key not in ("_target_", "n_jobs")}
 
 
 class JobLost(CompactHydraException):
@@ -106,8 +108,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
     stopped = True
     try:
         while waiting or running:
+            busy = {slot for slot, _ in running.values()}
             for slot in range(n_jobs):
-                if waiting and slot not in {s for s, _ in running.values()}:
+                if waiting and slot not in busy:
                     idx, overrides = waiting.popleft()
                     worker = workers[slot] = workers[slot] or ProcessPoolExecutor(
                         1, env=env, initializer=quiet_launcher_schema)

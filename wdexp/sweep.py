@@ -133,7 +133,8 @@ class SweepCallback(Callback):
             sweep.folder.release()
 
     def _end(self, sweep: _OpenSweep, status: str) -> None:
-        # MLflow and pandas load here, once, when a sweep ends: never in a job's start-up.
+        # MLflow and pandas: loaded by the launching process alone (a thread began at the
+        # sweep's start), never in a job's start-up.
         from wdexp.analysis import pair_table, summary
         from wdexp.tracking import store
 

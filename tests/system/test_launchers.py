@@ -54,6 +54,7 @@ def test_slurm_launcher_config_composes_with_its_settings(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
 def test_ray_cluster(tmp_path, store_uri, ray_cluster):
     assert ray_cluster.address.startswith("127.0.0.1:"), ray_cluster  # loopback only
     result = multirun("hydra/launcher=ray_cluster",

@@ -15,16 +15,11 @@ import psutil
 import pytest
 
 from tests.conftest import StoreReader
-from tests.jobs import start, wait_for
+from tests.jobs import start, training, wait_for
 from tests.system.ray_nodes import RAY_LOOPBACK, cluster_processes
 from wdexp.vocabulary import JOB, SUPERSEDED_TAG, tag
 
 EPOCHS = 3000
-
-
-def _training(reader: StoreReader, pairs: int) -> bool:
-    arms = reader.runs("arm")
-    return len(arms) >= 2 * pairs and all(reader.history(a.info.run_id, "loss") for a in arms)
 
 
 def _workers(pid: int, name: str) -> list[psutil.Process]:
@@ -49,7 +44,7 @@ def test_a_killed_job_loses_its_own_pair_and_the_sweep_goes_on(tmp_path, store_u
     job = start(f"tracking.uri={store_uri}", *args, "optimizer.weight_decay=0.01,0.1,0.2",
                 f"epochs={EPOCHS}", tmp_path=tmp_path, multirun=True)
     # (A submitit job's log goes to its own folder, not to this output: the store says.)
-    wait_for(lambda: _training(StoreReader(store_uri), at_once), "the jobs training", job=job)
+    wait_for(lambda: training(StoreReader(store_uri), at_once), "the jobs training", job=job)
     victim = wait_for(lambda: _workers(job.pid, process), "the jobs' processes", job=job)[0]
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -86,6 +81,7 @@ def test_a_killed_job_loses_its_own_pair_and_the_sweep_goes_on(tmp_path, store_u
                 assert steps == list(range(EPOCHS + 1))
 
 
+@pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
 def test_a_ray_task_killed_and_retried_is_one_pair_in_every_table(tmp_path, store_uri,
                                                                   ray_cluster):
     """Ray retries a task whose worker died: the job's second attempt replaces the first in
@@ -94,7 +90,7 @@ def test_a_ray_task_killed_and_retried_is_one_pair_in_every_table(tmp_path, stor
                 f"hydra.launcher.ray.init.address={ray_cluster.address}",
                 "optimizer.weight_decay=0.01,0.1", f"epochs={EPOCHS}", tmp_path=tmp_path,
                 multirun=True, env=RAY_LOOPBACK)
-    wait_for(lambda: _training(StoreReader(store_uri), 2), "the jobs training", job=job)
+    wait_for(lambda: training(StoreReader(store_uri), 2), "the jobs training", job=job)
     (victim, *_) = wait_for(lambda: cluster_processes(ray_cluster, "ray::_run_job"),
                             "the Ray tasks", job=job)
     os.kill(victim, signal.SIGKILL)

@@ -154,17 +154,15 @@ def owned(spec: RunSpec) -> RunSpec:
                                             HEARTBEAT_TAG: str(int(time.time()))})
 
 
-def supersede(store: Store, parent_id: str, job: str, pair_id: str) -> list[str]:
+def supersede(store: Store, parent_id: str, job: str, pair_id: str) -> None:
     """The earlier attempts of job ``job`` under the sweep run ``parent_id`` (a launcher that
     retried it, a requeued task), tagged as replaced by ``pair_id``: every reader sees the job
     once. Their ends are their owners' (or, for a dead owner, a later job's: orphans)."""
     earlier = search_all(store, f"tags.`{RUN_KIND_TAG}` = 'pair' and tags.`mlflow.parentRunId` "
                                 f"= {quoted(parent_id)} and tags.`{tag(JOB)}` = {quoted(job)}")
-    replaced = [run.info.run_id for run in earlier
-                if run.info.run_id != pair_id and SUPERSEDED_TAG not in run.data.tags]
-    for run_id in replaced:
-        store.client.set_tag(run_id, SUPERSEDED_TAG, pair_id)
-    return replaced
+    for run in earlier:
+        if run.info.run_id != pair_id and SUPERSEDED_TAG not in run.data.tags:
+            store.client.set_tag(run.info.run_id, SUPERSEDED_TAG, pair_id)
 
 
 def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],

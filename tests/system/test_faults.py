@@ -163,9 +163,13 @@ def test_ctrl_c_in_a_joblib_sweep_leaves_no_run_running(tmp_path, store_uri):
     # loky kills its workers' trees at once; their detached tracking processes end the runs.
     wait_for(lambda: "RUNNING" not in statuses(store_uri).values(), "no run RUNNING",
              timeout=60)
-    runs = StoreReader(store_uri).runs()
+    reader = StoreReader(store_uri)
+    runs = reader.runs()
     assert {run.info.status for run in runs} == {"KILLED"}
     assert len([r for r in runs if r.data.tags["wdexp.kind"] == "pair"]) == 2
+    # The stopped sweep keeps its summary and draws no figures (docs/failures-and-secrets.md).
+    (sweep,) = reader.runs("sweep")
+    assert [a.path for a in reader.client.list_artifacts(sweep.info.run_id)] == ["summary.csv"]
 
 
 # --- stores that fail ------------------------------------------------------------------------

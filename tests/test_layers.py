@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "wdexp.study", "wdexp.engine")),
     ("results", ("wdexp.analysis", "wdexp.figures")),
     ("application", ("wdexp.pair_runs", "wdexp.progress", "wdexp.lifecycle", "wdexp.search",
-                     "wdexp.sweep_folder", "wdexp.launch",
+                     "wdexp.sweep_folder", "wdexp.launch", "wdexp.lost_jobs",
                      "wdexp.sweep", "wdexp.train", "wdexp.report", "wdexp.ui", "wdexp.cli")),
 ]
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import PYTHON, StoreReader, child_env, multirun
 from wdexp.sweep import sweep_name
+from wdexp.vocabulary import ConfigError
 
 
 def sweep_summary(reader: StoreReader, sweep_id: str, tmp_path) -> pd.DataFrame:
@@ -64,11 +65,16 @@ def test_a_single_job_has_no_sweep_run(run_job, read_store):
 
 @pytest.mark.slow
 def test_failing_and_diverging_jobs_do_not_stop_the_others(tmp_path, store_uri):
-    # lr=-1 is rejected by validation, lr=2 diverges, the others finish.
-    result = multirun("optimizer.lr=0.01,-1,2,0.02", "epochs=100", tmp_path=tmp_path,
-                      store_uri=store_uri)
-    assert result.returncode != 0
-    assert "optimizer.lr must be a finite number > 0 (got -1)" in result.stdout + result.stderr
+    # lr=-1 is rejected by validation, lr=2 diverges, the others finish; in batches of two, so
+    # the batch after the failed job runs too (Hydra's own sweeper would stop there).
+    result = multirun("optimizer.lr=0.01,-1,2,0.02", "epochs=100",
+                      "hydra.sweeper.max_batch_size=2", tmp_path=tmp_path, store_uri=store_uri)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "wdexp: optimizer.lr must be a finite number > 0 (got -1)" in output
+    assert ("wdexp: 1 of 4 jobs did not finish (#1: their lines are above); the others ran to "
+            "their end") in output
+    assert "Traceback" not in output and "Error executing job" not in output, output
     reader = StoreReader(store_uri)
     sweep, pairs = assert_sweep_tree(reader, 3, status="FAILED")
     assert {p.info.status for p in pairs} == {"FINISHED"}
@@ -174,3 +180,22 @@ def test_sweep_names_use_short_keys_and_shorten_long_value_lists():
         "sweep seed=range(10) coefficients=[1,2]")
     long = ",".join(str(10.0 ** -k) for k in range(8))
     assert sweep_name({"optimizer.weight_decay": long}) == "sweep wd=1.0…1e-07 (8)"
+
+
+def test_a_job_that_failed_with_an_error_nobody_told_is_raised_with_its_traceback():
+    """wdexp's own errors were told by the job; any other (a bug) is Hydra's to show."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from wdexp.lost_jobs import SweepFailed, sweep_ended
+
+    done = JobReturn(overrides=["seed=0"], status=JobStatus.COMPLETED, _return_value=0.5)
+    bug = JobReturn(overrides=["seed=1"], status=JobStatus.FAILED,
+                    _return_value=ZeroDivisionError("a bug"))
+    told = JobReturn(overrides=["seed=2"], status=JobStatus.FAILED,
+                     _return_value=ConfigError("seed", "must be an integer", "x"))
+    sweep_ended([done, done])  # every job finished: nothing to say
+    with pytest.raises(SweepFailed) as failed:
+        sweep_ended([done, told])
+    assert failed.value.code == 1
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        sweep_ended([done, told, bug])

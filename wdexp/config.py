@@ -31,12 +31,13 @@ OmegaConf.register_new_resolver("wdexp.root", lambda: str(ROOT), replace=True)
 
 
 def quiet_launcher_schema() -> None:
-    """conf/hydra/launcher/{joblib,submitit_local}.yaml take the place of the plugins' configs of
-    those names (wdexp's launchers, the plugins' keys): Hydra validates each against the plugin's
-    schema and warns, in every process that composes it, that such matching is deprecated."""
+    """conf/hydra/launcher/{joblib,submitit_local}.yaml and conf/hydra/sweeper/basic.yaml take the
+    place of the plugins' configs of those names (wdexp's classes, the plugins' keys): Hydra
+    validates each against the plugin's schema and warns, in every process that composes it,
+    that such matching is deprecated."""
     warnings.filterwarnings("ignore", category=UserWarning,
-                            message=r"\s*'hydra/launcher/(joblib|submitit_local)' is validated "
-                            "against ConfigStore schema with the same name")
+                            message=r"\s*'hydra/(launcher/joblib|launcher/submitit_local|sweeper/basic)'"
+                            " is validated against ConfigStore schema with the same name")
 
 
 quiet_launcher_schema()

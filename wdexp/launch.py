@@ -5,18 +5,16 @@ worker (the OOM killer's SIGKILL), loky ends the whole pool, the other running j
 the sweep stops with a traceback. Here each of the ``n_jobs`` workers is a pool of its own, kept
 for the jobs that follow as joblib keeps its workers: a worker that dies fails the job it ran
 (its pair is ended KILLED by the job's tracking process, which sees its job gone), is replaced,
-and every other job runs to its end. The lost job is one line, and a failed ``JobReturn`` for
-the sweeper: the sweep run ends FAILED with it counted, and the process exits non-zero.
+and every other job runs to its end. The lost job is one line and a failed result
+(:mod:`wdexp.lost_jobs`): the sweep run ends FAILED with it counted, and the process exits 1.
 
 Used by ``hydra/launcher=joblib`` (``conf/hydra/launcher/joblib.yaml``,
-``hydra_plugins/wdexp_launchers``); the submitit launchers there report a dead job with
-:func:`lost` too.
+``hydra_plugins/wdexp_launchers``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -25,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
-from hydra.errors import CompactHydraException
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra_plugins.hydra_joblib_launcher._core import execute_job
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from joblib import cpu_count, effective_n_jobs
@@ -34,6 +31,7 @@ from joblib._parallel_backends import ParallelBackendBase
 from joblib.externals.loky import ProcessPoolExecutor
 
 from wdexp.config import quiet_launcher_schema
+from wdexp.lost_jobs import lost
 
 log = logging.getLogger("wdexp")
 # The plugin's keys (and defaults) that shape joblib.Parallel's batching: a worker here runs
@@ -42,39 +40,10 @@ PARALLEL_ONLY = {key: value for key, value in asdict(JobLibLauncherConf()).items
                  if key not in ("_target_", "n_jobs")}
 
 
-class JobLost(CompactHydraException):
-    """A job whose process died before it returned. Hydra prints a compact exception as its
-    message alone: no launcher traceback."""
-
-
 def worker_env(n_jobs: int) -> dict[str, str]:
     """Thread pools per worker as joblib's loky backend sets them: the cores shared out."""
     threads = str(max(cpu_count() // n_jobs, 1))
     return {var: threads for var in ParallelBackendBase.MAX_NUM_THREADS_VARS}
-
-
-def death(error: BaseException) -> str:
-    """Why a worker's job never returned, in words: the signal that ended it, where known."""
-    state = re.search(r"\(state: ([A-Z_]+)\)", str(error))  # submitit's, a Slurm state
-    if state is not None:
-        return f"its process ended without a result (state {state[1]})"
-    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(error))  # loky's
-    if codes is None:
-        return f"its worker failed ({type(error).__name__})"
-    named = re.search(r"(SIG[A-Z]+)", codes[1])
-    how = f"killed by {named[1]}" if named else f"exit code {codes[1]}"
-    if named and named[1] == "SIGKILL":
-        how += " (the out-of-memory killer's way)"
-    return f"its worker process was {how}"
-
-
-def lost(number: int, overrides: Sequence[str], error: BaseException) -> JobReturn:
-    """The result of job #``number``, whose worker died: its line now, a failure for the
-    sweeper (which shows the first failed job's error when all have ended)."""
-    shown = " ".join(filter_overrides(overrides))
-    log.error("wdexp: job #%d (%s) lost: %s", number, shown, death(error))
-    return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=JobLost(
-        f"wdexp: job #{number} was lost (its line is above); the other jobs ran to their end"))
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],

@@ -1,7 +1,7 @@
 """``hydra/launcher=submitit_local`` and ``hydra/launcher=slurm`` as wdexp ships them: Hydra's
 submitit launchers, except that the sweep waits for every job. The plugin collects results in
 order and stops at the first job that died (an ``UncompletedJobError``) while the later ones
-still run; here a dead job is one line and a failed result (:func:`wdexp.launch.lost`), and
+still run; here a dead job is one line and a failed result (:func:`wdexp.lost_jobs.lost`), and
 the others are waited for. The launch below is the plugin's own (hydra-submitit-launcher 1.2),
 but for that last step."""
 
@@ -32,7 +32,7 @@ class _WaitsForEveryJob(_Base):  # type: ignore[misc, valid-type]
                initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
-        from wdexp.launch import lost
+        from wdexp.lost_jobs import lost
 
         assert self.config is not None and job_overrides
         init_keys = {"submitit_folder", "max_num_timeout"}

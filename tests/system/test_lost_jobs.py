@@ -51,16 +51,17 @@ def test_a_killed_job_loses_its_own_pair_and_the_sweep_goes_on(tmp_path, store_u
     output, _ = job.finish(timeout=300)
     took = time.monotonic() - killed_at
     assert job.returncode == 1, output
-    assert "Traceback" not in output, output
+    assert "Traceback" not in output and "Error executing job" not in output, output
 
     reader = StoreReader(store_uri)
     (sweep,) = reader.runs("sweep")
     pairs = {int(p.data.tags[tag(JOB)]): p for p in reader.runs("pair")}
     assert sorted(pairs) == [0, 1, 2]
     (lost,) = [n for n, p in pairs.items() if p.info.status != "FINISHED"]
-    lines = [line for line in output.splitlines() if " lost: " in line]
-    assert lines and all(f"wdexp: job #{lost} (" in line for line in lines), output
-    assert f"lost: {told}" in lines[0], lines
+    (line,) = [line for line in output.splitlines() if " lost: " in line]
+    assert f"wdexp: job #{lost} (" in line and f"lost: {told}" in line, line
+    assert (f"wdexp: 1 of 3 jobs did not finish (#{lost}: their lines are above); the others "
+            "ran to their end") in output, output
 
     print(f"{launcher}: from the death to the sweep's end: {took:.1f} s")
     assert pairs[lost].info.status == "KILLED"
@@ -79,6 +80,38 @@ def test_a_killed_job_loses_its_own_pair_and_the_sweep_goes_on(tmp_path, store_u
             else:
                 assert arm.info.status == "FINISHED"
                 assert steps == list(range(EPOCHS + 1))
+
+
+def test_the_basic_launcher_killed_ends_its_runs_and_resume_runs_exactly_the_rest(tmp_path,
+                                                                                  store_uri):
+    """The basic launcher runs every job in the sweep's own process, so one SIGKILL ends them
+    all: nothing can go on. The running pair and the sweep run end KILLED at once (the tracking
+    process sees its job gone), the jobs not started have no run, and ``resume=true`` reruns
+    exactly the killed one and those."""
+    sweep = (f"tracking.uri={store_uri}", "optimizer.weight_decay=0.01,0.1,0.2",
+             f"epochs={EPOCHS}")
+    job = start(*sweep, tmp_path=tmp_path, multirun=True)
+    wait_for(lambda: training(StoreReader(store_uri), 2), "the second job training", job=job)
+    job.proc.send_signal(signal.SIGKILL)
+    job.finish(timeout=30)
+    reader = StoreReader(store_uri)
+    wait_for(lambda: {r.info.status for r in reader.runs()} <= {"FINISHED", "KILLED"},
+             "every run ended", timeout=30)
+    (killed,) = reader.runs("sweep")
+    assert killed.info.status == "KILLED"
+    ended = {float(p.data.params["optimizer.weight_decay"]): p.info.status
+             for p in reader.runs("pair")}
+    assert ended == {0.01: "FINISHED", 0.1: "KILLED"}
+
+    again = start(*sweep, "resume=true", tmp_path=tmp_path, multirun=True)
+    output, _ = again.finish(timeout=300)
+    assert again.returncode == 0, output
+    (resumed,) = [s for s in reader.runs("sweep") if s.info.run_id != killed.info.run_id]
+    assert resumed.info.status == "FINISHED"
+    rerun = {float(p.data.params["optimizer.weight_decay"]): p.info.status
+             for p in reader.runs("pair")
+             if p.data.tags["mlflow.parentRunId"] == resumed.info.run_id}
+    assert rerun == {0.1: "FINISHED", 0.2: "FINISHED"}
 
 
 @pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time

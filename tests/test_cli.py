@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import PYTHON, StoreReader, child_env, cli, copy_store, popen
+from tests.jobs import start
 from wdexp.config import ROOT
 
 
@@ -57,40 +58,44 @@ def test_same_config_and_seed_give_bit_identical_metrics_in_two_processes(tmp_pa
     assert arms["baseline"].data.params["optimizer.weight_decay"] == "0.0"
 
 
-def _every_history(uri: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """Every metric of the pair run and of both arm runs, keyed by (run, key), all steps."""
+def _every_history(uri: str, key: str, value: str) -> dict[tuple[str, str], list]:
+    """Every metric of the pair run whose ``key`` param is ``value`` and of both its arm runs,
+    keyed by (run, metric), all steps."""
     reader = StoreReader(uri)
-    (pair,) = reader.runs("pair")
+    (pair,) = [p for p in reader.runs("pair") if p.data.params[key] == value]
     runs = {"pair": pair, **reader.arms(pair.info.run_id)}
-    return {(name, key): reader.history(run.info.run_id, key)
-            for name, run in runs.items() for key in run.data.metrics}
+    return {(name, metric): reader.history(run.info.run_id, metric)
+            for name, run in runs.items() for metric in run.data.metrics}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "epochs", "other", "keys"), [
     # Ridge starts from zeros on data drawn from model.data_seed: that is its only randomness.
-    ("ridge", 20, "model.data_seed=1", {"loss", "w_1", "w_5", "distance_to_solution"}),
+    ("ridge", 20, "model.data_seed", {"loss", "w_1", "w_5", "distance_to_solution"}),
     # The mlp's init and mini-batch order come from seed.
-    ("mlp", 2, "seed=1", {"loss", "test_loss", "test_accuracy", "norm.layers.0.weight"}),
+    ("mlp", 2, "seed", {"loss", "test_loss", "test_accuracy", "norm.layers.0.weight"}),
     # MNIST-1D generated in each process (1000 samples, not 5000: seconds each), the CNN's
     # init, a cosine schedule.
-    ("cnn", 1, "seed=1", {"loss", "test_accuracy", "lr", "norm.conv1.weight"}),
+    ("cnn", 1, "seed", {"loss", "test_accuracy", "lr", "norm.conv1.weight"}),
 ], ids=["ridge", "mlp", "cnn"])
 def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, template_store,
                                                                     model, epochs, other, keys):
-    jobs = {}
-    for name, extra in (("first", []), ("second", []), ("other", [other])):
-        uri = copy_store(template_store, tmp_path / name / "mlflow.db")
-        jobs[name] = popen(f"tracking.uri={uri}",
-                           f"model={model}", f"epochs={epochs}", *extra,
-                           *(["scheduler=cosine", "data.batch_size=400", "+data.num_samples=1000"]
-                             if model == "cnn" else []),
-                           tmp_path=tmp_path / name)
-    for job in jobs.values():
-        output, _ = job.communicate(timeout=300)
+    """One process runs the job alone, another in a sweep of two (the first job of a sweep
+    runs beside its sweep run; the second, with ``other`` changed, after another job in the
+    same process): the same job must match in every bit, the changed one must not."""
+    extra = (["scheduler=cosine", "data.batch_size=400", "+data.num_samples=1000"]
+             if model == "cnn" else [])
+    alone = copy_store(template_store, tmp_path / "alone" / "mlflow.db")
+    swept = copy_store(template_store, tmp_path / "swept" / "mlflow.db")
+    jobs = [start(f"tracking.uri={alone}", f"model={model}", f"epochs={epochs}", *extra,
+                  tmp_path=tmp_path / "alone"),
+            start(f"tracking.uri={swept}", f"model={model}", f"epochs={epochs}", *extra,
+                  f"{other}=0,1", tmp_path=tmp_path / "swept", multirun=True)]
+    for job in jobs:
+        output, _ = job.finish(timeout=300)
         assert job.returncode == 0, output
-    first, second, different = (_every_history(f"sqlite:///{tmp_path}/{name}/mlflow.db")
-                                for name in jobs)
+    first = _every_history(alone, other, "0")
+    second, different = (_every_history(swept, other, value) for value in ("0", "1"))
 
     for arm in ("baseline", "decay"):
         arm_keys = {key for run, key in first if run == arm}
@@ -98,8 +103,8 @@ def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, tem
         for key in arm_keys:
             # A layer's step geometry describes the steps before a record: none at step 0; its
             # equilibrium ratio is the last step's alone.
-            start = epochs if key.startswith("equilibrium_ratio/") else 1 if "/" in key else 0
-            assert [step for step, _ in first[(arm, key)]] == list(range(start, epochs + 1)), key
+            begins = epochs if key.startswith("equilibrium_ratio/") else 1 if "/" in key else 0
+            assert [step for step, _ in first[(arm, key)]] == list(range(begins, epochs + 1)), key
     assert {"decay.final_loss", "baseline.final_weight_norm"} <= {k for _, k in first}
     # Every key, every step, compared as floats with ==: nothing may differ in the last bit.
     assert first == second

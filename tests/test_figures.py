@@ -22,7 +22,7 @@ COEFFICIENTS, INIT = np.array([1 / 20, 1.0]), np.array([0.8, 0.6])
 LR, LAMBDA, EPOCHS = 0.01, 0.01, 30
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (width, height) in pixels. Pair figures and sweep.png as the README and wdexp/figures promise;
-# a heatmap is 1.8 in + 4.6 in per panel wide at 100 dpi (wdexp/figures/sweep.py).
+# a heatmap is 1.8 in + 4.6 in per panel wide at 100 dpi (wdexp/figures/sweep_plots.py).
 PAIR, SWEEP, SWEEP_SEEDS = (640, 480), (1280, 480), (1920, 480)
 HEATMAP_1, HEATMAP_2 = (640, 480), (1100, 480)
 PAIR_PNGS = {"loss.png": PAIR, "weights.png": PAIR, "trajectory.png": PAIR}

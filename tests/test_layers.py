@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("results", ("wdexp.analysis", "wdexp.figures")),
     ("application", ("wdexp.pair_runs", "wdexp.progress", "wdexp.lifecycle", "wdexp.search",
                      "wdexp.sweep_folder", "wdexp.launch", "wdexp.lost_jobs",
-                     "wdexp.sweep", "wdexp.train", "wdexp.report", "wdexp.ui", "wdexp.cli")),
+                     "wdexp.sweep_runs", "wdexp.api", "wdexp.train", "wdexp.report", "wdexp.ui",
+                     "wdexp.cli")),
 ]
 
 

@@ -17,7 +17,7 @@ from wdexp.report import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (width, height) in pixels: the README's 640 x 480 for a pair's figures; sweep.png has two
-# panels side by side (wdexp/figures/sweep.py), three over seeds (the paired difference); a
+# panels side by side (wdexp/figures/sweep_plots.py), three over seeds (the paired difference); a
 # heatmap with one panel is as wide as a pair's.
 PAIR, SWEEP, SWEEP_SEEDS, HEATMAP = (640, 480), (1280, 480), (1920, 480), (640, 480)
 

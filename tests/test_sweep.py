@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PYTHON, StoreReader, child_env, multirun
-from wdexp.sweep import sweep_name
+from wdexp.sweep_runs import sweep_name
 from wdexp.vocabulary import ConfigError
 
 

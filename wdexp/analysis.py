@@ -129,6 +129,23 @@ def arm_table(store: Store, sweep: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def arm_runs(store: Store, pair_id: str) -> dict[str, Run]:
+    """A pair run's arm runs by arm name (``baseline``, ``decay``)."""
+    return {run.data.tags.get(ARM_TAG): run for run in search_all(store, _query("arm", pair_id))}
+
+
+def pair_history(store: Store, pair_id: str) -> pd.DataFrame:
+    """Every metric both arms of a pair logged, every step: indexed by ``step``, a column per
+    (arm, metric) — ``frame["decay"]["loss"]``, or both arms side by side with ``frame.loc[:,
+    [("baseline", "loss"), ("decay", "loss")]]``."""
+    frames = {}
+    for arm, run in sorted(arm_runs(store, pair_id).items()):
+        long = histories(store, [run.info.run_id], sorted(run.data.metrics))
+        frames[arm] = long.pivot_table(index="step", columns="key", values="value",
+                                       aggfunc="last")
+    return pd.concat(frames, axis=1, names=["arm", "metric"])
+
+
 def _number(value: str) -> object:
     try:
         return int(value)

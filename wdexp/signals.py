@@ -81,6 +81,12 @@ def signals_as_exceptions() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def reset() -> None:
+    """Forget a stop that was handled (a notebook's next call is not stopping)."""
+    global stop_signal, stopping_since, _deferred_signal
+    stop_signal = stopping_since = _deferred_signal = None
+
+
 def interrupted() -> None:
     """Python's own handler raised KeyboardInterrupt outside ours: remember it all the same."""
     global stop_signal

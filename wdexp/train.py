@@ -57,20 +57,28 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
     return record.outcome()
 
 
-# An absolute path, as in wdexp.report: found however this module is imported.
-@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
-def main(cfg: DictConfig) -> float:
-    """The job Hydra runs; returns the pair's objective (NaN where the decay arm diverged), as
-    any Hydra sweeper expects of its task function."""
+def task(cfg: DictConfig) -> Outcome:
+    """The job in whatever mode Hydra runs it, its errors raised (:mod:`wdexp.api` runs this)."""
     hydra_cfg = HydraConfig.get()
     choices = {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()
                if group in GROUPS and choice is not None}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    with job(multirun=multirun):
-        outcome = run(cfg, labels=choices, overrides=hydra_cfg.overrides.task,
-                      sweep_dir=hydra_cfg.sweep.dir if multirun else None,
-                      job_num=hydra_cfg.job.num if multirun else None)
-    return outcome.value
+    return run(cfg, labels=choices, overrides=hydra_cfg.overrides.task,
+               sweep_dir=hydra_cfg.sweep.dir if multirun else None,
+               job_num=hydra_cfg.job.num if multirun else None)
+
+
+def job_task(cfg: DictConfig) -> float:
+    """The job Hydra runs for the command line and for every sweep; returns the pair's
+    objective (NaN where the decay arm diverged), as any Hydra sweeper expects of its task
+    function. Errors are one line (:func:`wdexp.lifecycle.job`)."""
+    with job(multirun=HydraConfig.get().mode == RunMode.MULTIRUN):
+        return task(cfg).value
+
+
+# An absolute path, as in wdexp.report: found however this module is imported.
+main = hydra.main(version_base="1.3", config_path=str(ROOT / "conf"),
+                  config_name="config")(job_task)
 
 
 if __name__ == "__main__":

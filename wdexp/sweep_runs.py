@@ -8,8 +8,9 @@ whatever process or machine a launcher puts it, finds its parent by that tag. Wh
 ends it logs ``summary.csv`` (one row per pair) and the sweep figures — drawn once, not per job —
 and ends the sweep run FINISHED if every job finished, FAILED otherwise (KILLED on a signal, with
 the summary but no figures, so that a Ctrl-C ends it within seconds).
-Hydra skips ``on_multirun_end`` when a job failed, so the same close also runs at exit. The
-store work itself happens in the tracking process (:mod:`wdexp.tracking`).
+Hydra skips ``on_multirun_end`` when a job failed, so the same close also runs at exit, or when
+``wdexp.sweep`` returns (:func:`close_unclosed`). The store work itself happens in the tracking
+process (:mod:`wdexp.tracking`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ def _load_readers() -> None:
     import wdexp.tracking.store  # noqa: F401
 
 
+_UNCLOSED: set[SweepCallback] = set()
+
+
+def close_unclosed(status: str = "FAILED") -> None:
+    """End every sweep run this process opened that Hydra did not close (a sweep with a failed
+    job skips ``on_multirun_end``): KILLED instead where a stop signal ended it."""
+    for callback in list(_UNCLOSED):
+        callback._close(status)
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self._open: _OpenSweep | None = None
@@ -114,6 +125,7 @@ class SweepCallback(Callback):
                                     str(config.hydra.sweep.dir))
         folder.hand_over(run_id)
         self._open = _OpenSweep(spec, run_id, list(swept), config.get("resume") is True, folder)
+        _UNCLOSED.add(self)
         atexit.register(self._close, "FAILED")
         log.info("sweep run %s started: %s", run_id, name)
         # What the sweep's end reads with (MLflow, pandas: seconds of imports) loads meanwhile,
@@ -127,6 +139,7 @@ class SweepCallback(Callback):
         if self._open is None:
             return
         sweep, self._open = self._open, None
+        _UNCLOSED.discard(self)
         try:
             self._end(sweep, status)
         finally:

@@ -1,0 +1,90 @@
+"""wdexp from a real Jupyter kernel (ipykernel, driven with jupyter_client): the interrupt
+button mid-run ends both runs KILLED with every trained step written, raises
+KeyboardInterrupt in the cell, and the kernel lives on: the next ``wdexp.run`` works, and the
+kernel's own SIGINT handler is back. A kernel restarted mid-run leaves no run RUNNING."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import StoreReader, child_env
+from tests.jobs import training, wait_for
+
+jupyter_client = pytest.importorskip("jupyter_client", reason="the notebook extra")
+
+
+def _execute(client, code: str, timeout: float = 180) -> dict:
+    """Run a cell; its reply's content, the text it printed under ``"stdout"``."""
+    msg_id = client.execute(code)
+    printed = []
+    deadline = time.monotonic() + timeout
+    while True:
+        message = client.get_iopub_msg(timeout=max(deadline - time.monotonic(), 1))
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            break
+    reply = client.get_shell_msg(timeout=max(deadline - time.monotonic(), 1))
+    return {**reply["content"], "stdout": "".join(printed)}
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    manager, client = jupyter_client.manager.start_new_kernel(
+        kernel_name="python3", cwd=str(tmp_path),
+        env=child_env({"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}))
+    pid = manager.provisioner.pid
+    try:
+        yield manager, client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        with_children = [p for p in psutil.process_iter() if p.pid == pid]
+        assert not [p for p in with_children if p.is_running() and p.status() != "zombie"]
+
+
+def test_the_interrupt_button_ends_the_runs_killed_and_the_kernel_runs_the_next(kernel,
+                                                                                 tmp_path,
+                                                                                 store_uri):
+    manager, client = kernel
+    where = f"'tracking.uri={store_uri}', 'hydra.run.dir={tmp_path}/outputs'"
+    before = _execute(client, "import signal, wdexp; handler = signal.getsignal(signal.SIGINT)")
+    assert before["status"] == "ok", before
+    msg_id = client.execute(f"wdexp.run({where}, 'epochs=100000000')")
+    reader = StoreReader
+    wait_for(lambda: os.path.exists(store_uri.removeprefix("sqlite:///"))
+             and training(reader(store_uri), 1), "the pair training", timeout=120)
+    manager.interrupt_kernel()
+    reply = client.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+
+    store = reader(store_uri)
+    (pair,) = store.runs("pair")
+    wait_for(lambda: reader(store_uri).runs("pair")[0].info.status == "KILLED",
+             "the pair run KILLED", timeout=30)
+    for arm in store.arms(pair.info.run_id).values():
+        assert reader(store_uri).client.get_run(arm.info.run_id).info.status == "KILLED"
+        steps = [step for step, _ in store.history(arm.info.run_id, "loss")]
+        assert steps == list(range(len(steps))) and steps  # every trained step, in order
+
+    after = _execute(client, f"r = wdexp.run({where}, 'epochs=3'); "
+                             "print(r.status, len(r.table()), signal.getsignal(signal.SIGINT) "
+                             "is handler)")
+    assert after["status"] == "ok", after
+    assert after["stdout"].split()[-3:] == ["FINISHED", "4", "True"], after["stdout"]
+
+    # Restarting the kernel mid-run (it is killed): its tracking process ends the runs KILLED.
+    client.execute(f"wdexp.run({where}, 'epochs=100000000', 'seed=1')")
+    wait_for(lambda: len(reader(store_uri).runs("pair")) == 3 and training(reader(store_uri), 3),
+             "the third pair training", timeout=120)
+    manager.restart_kernel(now=True)
+    wait_for(lambda: {r.info.status for r in reader(store_uri).runs()} == {"FINISHED", "KILLED"},
+             "no run RUNNING after the restart", timeout=60)

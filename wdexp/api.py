@@ -1,0 +1,301 @@
+"""wdexp from Python and Jupyter: :func:`run` one paired comparison, :func:`sweep` a multirun.
+
+The command line's configs, store and launchers, its overrides written exactly as there, through
+Hydra's own run and multirun (``hydra._internal.hydra.Hydra``: what ``@hydra.main`` calls, and
+what hydra-zen's ``launch`` wraps for configs built in Python — wdexp's are YAML, so the plain
+call keeps every launcher, the sweep run and ``resume`` as they are). What the command line does
+to its process is not done here: no ``os._exit``, no change of working directory, and the
+signal handlers, logging, environment and Hydra's global state are put back when a call
+returns, however it returns. The kernel's interrupt (SIGINT) ends the runs KILLED with every
+trained step written and raises ``KeyboardInterrupt``; the next call works. Every result is read
+back from the store, as :mod:`wdexp.analysis` reads it. Calls in one process share one tracking
+process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, open_dict
+
+from wdexp import signals
+from wdexp.config import ROOT  # and its resolver, ${wdexp.root:}, which conf/ uses
+from wdexp.vocabulary import ConfigError, JobFailed, TrackingSpec
+
+__all__ = ["PairResult", "StoredFigure", "SweepResult", "WdexpError", "run", "sweep"]
+
+CONF = ROOT / "conf"
+
+
+class WdexpError(RuntimeError):
+    """What the command line would print as its one line (``wdexp: …``) and exit on."""
+
+
+@dataclass(frozen=True)
+class StoredFigure:
+    """A figure as the store keeps it (PNG); shown inline by Jupyter."""
+
+    name: str
+    png: bytes = field(repr=False)
+
+    def _repr_png_(self) -> bytes:
+        return self.png
+
+    def to_matplotlib(self) -> Any:
+        """The image on a matplotlib ``Figure`` (no axes), e.g. to save or compose."""
+        import io
+
+        import matplotlib.image
+        from matplotlib.figure import Figure
+
+        image = matplotlib.image.imread(io.BytesIO(self.png), format="png")
+        height, width = image.shape[:2]
+        figure = Figure(figsize=(width / 100, height / 100), dpi=100)
+        axes = figure.add_axes((0, 0, 1, 1))
+        axes.imshow(image)
+        axes.set_axis_off()
+        return figure
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One paired comparison as the store holds it."""
+
+    run_id: str
+    name: str
+    status: str
+    metrics: dict[str, float]  # the pair run's: decay.final_loss, baseline.final_weight_norm, …
+    history: pd.DataFrame = field(repr=False)  # index step, columns (arm, metric)
+    figures: dict[str, StoredFigure] = field(repr=False)
+
+    def table(self, *metrics: str) -> pd.DataFrame:
+        """Both arms side by side per step, as the seed notebook printed them (by default
+        ``loss`` and every weight the model logs)."""
+        names = metrics or tuple(m for m in self.history["decay"].columns
+                                 if m == "loss" or m.startswith("w_"))
+        return self.history.loc[:, [(arm, m) for arm in ("baseline", "decay") for m in names]]
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A multirun as the store holds it: its sweep run and one row per pair."""
+
+    run_id: str
+    status: str
+    keys: list[str]  # the swept config keys
+    table: pd.DataFrame = field(repr=False)  # wdexp.analysis.pair_table
+    statistics: pd.DataFrame | None = field(repr=False)  # over seeds, where the seed varies
+    figures: dict[str, StoredFigure] = field(repr=False)
+
+
+def run(*overrides: str, config_dir: str | Path | None = None,
+        searchpath: Sequence[str] = ()) -> PairResult:
+    """One paired comparison into the configured store, e.g.
+    ``wdexp.run("optimizer.weight_decay=0.1", "epochs=100")``. ``config_dir`` adds a config
+    folder as ``--config-dir`` does, ``searchpath`` folders as ``hydra.searchpath`` does
+    (see "Your own model")."""
+    from hydra.types import RunMode
+
+    with _process_kept():
+        hydra = _hydra(config_dir)
+        overrides = [*_with_searchpath(overrides, searchpath), "hydra.mode=RUN"]
+        _check(hydra, overrides, RunMode.RUN)
+        with signals.signals_as_exceptions():
+            done = hydra.run(config_name="config", task_function=_task,
+                             overrides=list(overrides))
+        outcome = done.return_value
+        if isinstance(outcome, ConfigError | JobFailed):
+            raise WdexpError(f"wdexp: {outcome}") from None
+        return _read_pair(_spec(done.cfg), outcome.pair_id)
+
+
+def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path | None = None,
+          searchpath: Sequence[str] = ()) -> SweepResult:
+    """A multirun, e.g. ``wdexp.sweep("optimizer.weight_decay=0,0.01,0.1", "seed=range(5)")``;
+    ``launcher`` picks ``hydra/launcher`` (``joblib``, ``submitit_local``, …). A sweep whose
+    jobs did not all finish still returns (its ``status`` says so, each pair's row too)."""
+    from hydra.types import RunMode
+
+    from wdexp import train
+    from wdexp.lost_jobs import SweepFailed
+    from wdexp.sweep_folder import sweep_run_of
+    from wdexp.sweep_runs import close_unclosed
+
+    with _process_kept():
+        hydra = _hydra(config_dir)
+        overrides = _with_searchpath(overrides, searchpath)
+        if launcher is not None:
+            overrides = [f"hydra/launcher={launcher}", *overrides]
+        cfg = _check(hydra, overrides, RunMode.MULTIRUN)
+        folder = str(cfg.hydra.sweep.dir)
+        # One folder for the whole call: the composed default holds the time of composing.
+        overrides = [*overrides, f"hydra.sweep.dir={folder}", "hydra.mode=MULTIRUN"]
+        try:
+            with signals.signals_as_exceptions(), contextlib.suppress(SweepFailed):
+                hydra.multirun(config_name="config", task_function=train.job_task,
+                               overrides=list(overrides))
+        finally:
+            close_unclosed()  # what the command line's exit would close
+        sweep_id = sweep_run_of(folder)
+        if sweep_id is None:
+            raise WdexpError("wdexp: the sweep ended before it created its sweep run")
+        return _read_sweep(_spec(cfg), sweep_id)
+
+
+# --- what a call leaves as it found it -----------------------------------------------------
+
+@contextlib.contextmanager
+def _process_kept() -> Iterator[None]:
+    """Logging, stop-signal handlers and state, the environment, the working directory and
+    Hydra's global state, as they were before the call."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
+
+    environment, cwd = dict(os.environ), os.getcwd()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    loggers = _loggers()
+    hydra_state = Singleton.get_state()
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
+        Singleton.set_state(hydra_state)
+        _restore_loggers(loggers)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signals.reset()
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+_LoggerState = tuple[int, list[logging.Handler], bool, bool]
+
+
+def _loggers() -> dict[str | None, _LoggerState]:
+    names = [None, *(name for name, logger in logging.root.manager.loggerDict.items()
+                     if isinstance(logger, logging.Logger))]
+    return {name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
+            for name in names for lg in [logging.getLogger(name)]}
+
+
+def _restore_loggers(before: dict[str | None, _LoggerState]) -> None:
+    """Every logger that existed before the call as it was, the handlers the call added to it
+    (Hydra's console and job log file) closed. Loggers the call's imports created are their
+    libraries' own, and stay."""
+    for name, (level, handlers, propagate, disabled) in before.items():
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
+
+
+# --- Hydra ----------------------------------------------------------------------------------
+
+def _hydra(config_dir: str | Path | None) -> Any:
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    version.setbase("1.3")
+    search_path = create_config_search_path(str(CONF))
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise WdexpError(f"wdexp: config_dir {folder} is not a folder")
+        search_path.prepend(provider="command-line", path=f"file://{folder}",
+                            anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()
+    return Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+
+
+def _with_searchpath(overrides: Sequence[str], searchpath: Sequence[str]) -> list[str]:
+    if not searchpath:
+        return list(overrides)
+    folders = ",".join(f"file://{Path(p).expanduser().resolve()}" for p in searchpath)
+    return [*overrides, f"hydra.searchpath=[{folders}]"]
+
+
+def _check(hydra: Any, overrides: Sequence[str], mode: Any) -> DictConfig:
+    """The composed config, or the command line's one line for an override Hydra refuses."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return hydra.compose_config("config", list(overrides), run_mode=mode)
+    except (HydraException, OmegaConfBaseException) as error:
+        # Hydra's message and its cause's, as the command line prints them, unindented lines
+        # only (the rest repeats the key): "Could not override 'x'. To append … Key 'x' is …"
+        lines = [line for part in (error, error.__cause__) if part is not None
+                 for line in str(part).splitlines() if line and not line[0].isspace()]
+        raise WdexpError(" ".join(dict.fromkeys(lines))) from None
+
+
+def _task(cfg: DictConfig) -> Any:
+    """The job, its own errors returned (Hydra would print a failed job's error, then raise)."""
+    from wdexp import train
+
+    try:
+        return train.task(cfg)
+    except (ConfigError, JobFailed) as error:
+        return error
+
+
+def _spec(cfg: DictConfig) -> TrackingSpec:
+    from wdexp.config import parse_tracking
+
+    with open_dict(cfg):
+        return parse_tracking(cfg)
+
+
+# --- results, read back from the store ----------------------------------------------------
+
+def _figures(store: Any, run_id: str) -> dict[str, StoredFigure]:
+    import tempfile
+
+    found = {}
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # put back with the rest
+    with tempfile.TemporaryDirectory() as scratch:
+        for item in store.client.list_artifacts(run_id, "figures"):
+            if item.path.endswith(".png"):
+                path = store.client.download_artifacts(run_id, item.path, scratch)
+                name = Path(item.path).stem
+                found[name] = StoredFigure(name, Path(path).read_bytes())
+    return found
+
+
+def _read_pair(spec: TrackingSpec, pair_id: str) -> PairResult:
+    from wdexp import analysis
+    from wdexp.tracking import store
+
+    with store.reading(spec) as results:
+        pair = results.client.get_run(pair_id)
+        return PairResult(pair_id, pair.info.run_name, pair.info.status,
+                          dict(pair.data.metrics), analysis.pair_history(results, pair_id),
+                          _figures(results, pair_id))
+
+
+def _read_sweep(spec: TrackingSpec, sweep_id: str) -> SweepResult:
+    from wdexp import analysis
+    from wdexp.tracking import store
+    from wdexp.vocabulary import SEED
+
+    with store.reading(spec) as results:
+        run_id, keys = analysis.find_sweep(results, sweep_id)
+        table = analysis.pair_table(results, run_id, keys)
+        statistics = analysis.over_seeds(table, keys) if SEED in keys else None
+        status = results.client.get_run(run_id).info.status
+        return SweepResult(run_id, status, keys, table, statistics, _figures(results, run_id))

@@ -60,4 +60,4 @@ bench: setup
 
 ## clean: remove .venv, outputs/, multirun/, site/ and caches (mlflow.db and mlartifacts/ stay)
 clean:
-	rm -rf $(VENV) outputs multirun site .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) outputs multirun site .cache .pytest_cache .ruff_cache *.egg-info

@@ -201,3 +201,23 @@ def test_make_help_lists_every_target_with_one_line():
     assert result.returncode == 0, result.stderr
     listed = re.findall(r"^  make ([a-z-]+)\b.*: \S", result.stdout, re.MULTILINE)
     assert sorted(listed) == sorted(targets)
+
+
+def test_a_kernel_gets_the_notebook_bar_only_where_widgets_can_show_it(monkeypatch):
+    import importlib.util
+    import sys
+
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    from wdexp import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # a kernel's stream, a pipe
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert progress._bar_class() is None  # a pipe
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name == "ipywidgets" else found(name))
+    assert progress._bar_class() is None  # nbclient, no widgets: quiet
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert progress._bar_class() is notebook_tqdm

@@ -1,25 +1,42 @@
-"""A progress bar per job on a terminal: epochs done and each arm's current loss.
+"""A progress bar per job where someone watches: epochs done and each arm's current loss.
 
-Only when standard error is a terminal: under CI, launchers and pipes a job prints nothing but
+On a terminal, tqdm's text bar on standard error; in a Jupyter kernel whose front end shows
+widgets (ipywidgets installed), tqdm's notebook bar. Nothing elsewhere: under CI, launchers,
+pipes and a notebook executed headless (nbclient, without widgets) a job prints nothing but
 its log lines.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from wdexp.tracking.records import Step
 
 
+def _bar_class() -> Any:
+    """tqdm's bar for where this process shows its output, or None for no bar."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm
+    if "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        return notebook_tqdm
+    return None
+
+
 def progress(steps: Iterator[Step], epochs: int, name: str) -> Iterator[Step]:
-    """``steps`` unchanged, drawn as a bar of ``epochs + 1`` steps when on a terminal."""
-    if not sys.stderr.isatty():
+    """``steps`` unchanged, drawn as a bar of ``epochs + 1`` steps where someone watches."""
+    bar_class = _bar_class()
+    if bar_class is None:
         yield from steps
         return
-    from tqdm import tqdm
-
-    with tqdm(total=epochs + 1, desc=name, unit="epoch", leave=False, dynamic_ncols=True) as bar:
+    with bar_class(total=epochs + 1, desc=name, unit="epoch", leave=False,
+                   dynamic_ncols=True) as bar:
         for step in steps:
             bar.set_postfix({f"{arm} loss": f"{values['loss']:.4g}"
                              for arm, values in step.metrics.items()}, refresh=False)

@@ -38,6 +38,10 @@ def test_run_reproduces_the_seed_notebook_and_leaves_the_process_as_it_was(tmp_p
     after = _process_state()
     assert after[1:] == before[1:]
     assert {n: s for n, s in after[0].items() if n in before[0]} == before[0]
+    # What the call's imports registered stays: a plugin registers its configs only once.
+    from hydra.core.config_store import ConfigStore
+
+    assert "ray.yaml" in ConfigStore.instance().list("hydra/launcher")
 
     random.seed(0)  # the default seed, drawn as the notebook drew its init
     init = (random.random(), random.random())
@@ -91,3 +95,12 @@ def test_a_sweep_with_a_failed_job_returns_and_its_sweep_run_is_ended(tmp_path, 
     assert (result.run_id, result.status, sweep.info.status) == (sweep.info.run_id, "FAILED",
                                                                  "FAILED")
     assert list(result.table["status"]) == ["FINISHED"]  # the bad value made no pair
+
+
+def test_a_sweep_into_a_store_it_cannot_use_raises_its_line_before_any_job(tmp_path):
+    with pytest.raises(wdexp.WdexpError) as raised:
+        wdexp.sweep(f"tracking.uri=sqlite:///{tmp_path}", "optimizer.weight_decay=0,0.1",
+                    f"hydra.sweep.dir={tmp_path}/sweep")
+    assert str(raised.value) == ("wdexp: tracking.uri names a folder, not an sqlite file (got "
+                                 f"'sqlite:///{tmp_path}')")
+    assert not list((tmp_path / "sweep").glob("*/"))  # no job folder: no job ran

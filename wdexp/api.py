@@ -125,6 +125,7 @@ def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path |
     from hydra.types import RunMode
 
     from wdexp import train
+    from wdexp.lifecycle import Refused
     from wdexp.lost_jobs import SweepFailed
     from wdexp.sweep_folder import sweep_run_of
     from wdexp.sweep_runs import close_unclosed
@@ -142,6 +143,8 @@ def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path |
             with signals.signals_as_exceptions(), contextlib.suppress(SweepFailed):
                 hydra.multirun(config_name="config", task_function=train.job_task,
                                overrides=list(overrides))
+        except Refused as refused:  # the store or a search space, before any job
+            raise WdexpError(refused.line) from None
         finally:
             close_unclosed()  # what the command line's exit would close
         sweep_id = sweep_run_of(folder)
@@ -157,17 +160,25 @@ def _process_kept() -> Iterator[None]:
     """Logging, stop-signal handlers and state, the environment, the working directory and
     Hydra's global state, as they were before the call."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobRuntime
 
     environment, cwd = dict(os.environ), os.getcwd()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     loggers = _loggers()
-    hydra_state = Singleton.get_state()
+    # What a Hydra job sets for its run; the config store and the plugins stay as the call's
+    # imports left them (a plugin registers its configs once, when it is first imported).
+    per_job = {cls: Singleton._instances.get(cls) for cls in (HydraConfig, JobRuntime)}
     try:
         yield
     finally:
         GlobalHydra.instance().clear()
-        Singleton.set_state(hydra_state)
+        for cls, instance in per_job.items():
+            if instance is None:
+                Singleton._instances.pop(cls, None)
+            else:
+                Singleton._instances[cls] = instance
         _restore_loggers(loggers)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

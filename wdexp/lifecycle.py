@@ -19,6 +19,15 @@ from wdexp.vocabulary import ConfigError, JobFailed
 
 log = logging.getLogger("wdexp")
 
+class Refused(SystemExit):
+    """An exit before anything ran, with its one line: printed by :func:`run_main` on the
+    command line, raised as :class:`wdexp.api.WdexpError` from Python."""
+
+    def __init__(self, error: ConfigError | JobFailed) -> None:
+        super().__init__(2 if isinstance(error, ConfigError) else 1)
+        self.line = f"wdexp: {error}"
+
+
 @contextmanager
 def job(*, multirun: bool) -> Iterator[None]:
     """Around one job. A ConfigError prints ``wdexp: <key> <requirement> (got <value>)`` and
@@ -65,6 +74,9 @@ def _exit_code(main: Callable[[], object]) -> int:
         interrupted()
         log.warning("wdexp: interrupted")
         return 128 + signal.SIGINT
+    except Refused as refused:
+        print(refused.line, file=sys.stderr)
+        return refused.code
     except SystemExit as done:  # Hydra's exit after reporting an error, or sys.exit(2) above
         if done.code is None or isinstance(done.code, int):
             return done.code or 0

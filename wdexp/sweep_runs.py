@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from omegaconf import DictConfig
 
 from wdexp import search, signals
 from wdexp.config import parse_tracking
+from wdexp.lifecycle import Refused
 from wdexp.sweep_folder import SweepFolder
 from wdexp.tracking import client
 from wdexp.tracking.records import RunSpec
@@ -103,8 +103,7 @@ class SweepCallback(Callback):
         try:
             self._open_sweep(config)
         except (ConfigError, client.TrackingFailed) as error:
-            print(f"wdexp: {error}", file=sys.stderr)
-            sys.exit(2 if isinstance(error, ConfigError) else 1)
+            raise Refused(error) from None
 
     def _open_sweep(self, config: DictConfig) -> None:
         tracker = client.get()

@@ -63,10 +63,3 @@ def test_ray_cluster(tmp_path, store_uri, ray_cluster):
                       env=RAY_LOOPBACK)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_landed_once(store_uri, 2)
-
-
-def test_joblib_sweep_into_a_tracking_server(tmp_path, mlflow_server):
-    result = multirun("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2",
-                      "epochs=10", tmp_path=tmp_path, store_uri=mlflow_server)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert_landed_once(mlflow_server, 3)

@@ -104,7 +104,12 @@ def run(*overrides: str, config_dir: str | Path | None = None,
     (see "Your own model")."""
     from hydra.types import RunMode
 
+    from wdexp.sweep_runs import preload_readers
+    from wdexp.tracking import client
+
     with _process_kept():
+        preload_readers()  # the result is read back once the pair ends
+        client.prestart()  # MLflow loads in the tracking process while Hydra composes
         hydra = _hydra(config_dir)
         overrides = [*_with_searchpath(overrides, searchpath), "hydra.mode=RUN"]
         _check(hydra, overrides, RunMode.RUN)

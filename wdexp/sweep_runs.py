@@ -83,6 +83,12 @@ def _load_readers() -> None:
     import wdexp.tracking.store  # noqa: F401
 
 
+def preload_readers() -> None:
+    """Import what reading the store takes (MLflow, pandas: seconds) on a thread, while the
+    jobs run, so that reading their results afterwards does not wait for it."""
+    threading.Thread(target=_load_readers, name="wdexp-readers", daemon=True).start()
+
+
 _UNCLOSED: set[SweepCallback] = set()
 
 
@@ -129,7 +135,7 @@ class SweepCallback(Callback):
         log.info("sweep run %s started: %s", run_id, name)
         # What the sweep's end reads with (MLflow, pandas: seconds of imports) loads meanwhile,
         # so that the end, a Ctrl-C's too, does not wait for it.
-        threading.Thread(target=_load_readers, name="wdexp-sweep-readers", daemon=True).start()
+        preload_readers()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close("FINISHED")

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("science", ("wdexp.closed_form", "wdexp.decay", "wdexp.models", "wdexp.data",
                  "wdexp.optimizers", "wdexp.schedules", "wdexp.geometry", "wdexp.arms",
                  "wdexp.study", "wdexp.engine")),
-    ("results", ("wdexp.analysis", "wdexp.figures")),
+    ("results", ("wdexp.analysis", "wdexp.figures", "wdexp.results")),
     ("application", ("wdexp.pair_runs", "wdexp.progress", "wdexp.lifecycle", "wdexp.search",
                      "wdexp.sweep_folder", "wdexp.launch", "wdexp.lost_jobs",
                      "wdexp.sweep_runs", "wdexp.api", "wdexp.train", "wdexp.report", "wdexp.ui",

@@ -8,7 +8,7 @@ to its process is not done here: no ``os._exit``, no change of working directory
 signal handlers, logging, environment and Hydra's global state are put back when a call
 returns, however it returns. The kernel's interrupt (SIGINT) ends the runs KILLED with every
 trained step written and raises ``KeyboardInterrupt``; the next call works. Every result is read
-back from the store, as :mod:`wdexp.analysis` reads it. Calls in one process share one tracking
+back from the store (:mod:`wdexp.results`). Calls in one process share one tracking
 process.
 """
 
@@ -19,15 +19,14 @@ import logging
 import os
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from omegaconf import DictConfig, open_dict
 
 from wdexp import signals
 from wdexp.config import ROOT  # and its resolver, ${wdexp.root:}, which conf/ uses
+from wdexp.results import PairResult, StoredFigure, SweepResult, read_pair, read_sweep
 from wdexp.vocabulary import ConfigError, JobFailed, TrackingSpec
 
 __all__ = ["PairResult", "StoredFigure", "SweepResult", "WdexpError", "run", "sweep"]
@@ -37,63 +36,6 @@ CONF = ROOT / "conf"
 
 class WdexpError(RuntimeError):
     """What the command line would print as its one line (``wdexp: …``) and exit on."""
-
-
-@dataclass(frozen=True)
-class StoredFigure:
-    """A figure as the store keeps it (PNG); shown inline by Jupyter."""
-
-    name: str
-    png: bytes = field(repr=False)
-
-    def _repr_png_(self) -> bytes:
-        return self.png
-
-    def to_matplotlib(self) -> Any:
-        """The image on a matplotlib ``Figure`` (no axes), e.g. to save or compose."""
-        import io
-
-        import matplotlib.image
-        from matplotlib.figure import Figure
-
-        image = matplotlib.image.imread(io.BytesIO(self.png), format="png")
-        height, width = image.shape[:2]
-        figure = Figure(figsize=(width / 100, height / 100), dpi=100)
-        axes = figure.add_axes((0, 0, 1, 1))
-        axes.imshow(image)
-        axes.set_axis_off()
-        return figure
-
-
-@dataclass(frozen=True)
-class PairResult:
-    """One paired comparison as the store holds it."""
-
-    run_id: str
-    name: str
-    status: str
-    metrics: dict[str, float]  # the pair run's: decay.final_loss, baseline.final_weight_norm, …
-    history: pd.DataFrame = field(repr=False)  # index step, columns (arm, metric)
-    figures: dict[str, StoredFigure] = field(repr=False)
-
-    def table(self, *metrics: str) -> pd.DataFrame:
-        """Both arms side by side per step, as the seed notebook printed them (by default
-        ``loss`` and every weight the model logs)."""
-        names = metrics or tuple(m for m in self.history["decay"].columns
-                                 if m == "loss" or m.startswith("w_"))
-        return self.history.loc[:, [(arm, m) for arm in ("baseline", "decay") for m in names]]
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """A multirun as the store holds it: its sweep run and one row per pair."""
-
-    run_id: str
-    status: str
-    keys: list[str]  # the swept config keys
-    table: pd.DataFrame = field(repr=False)  # wdexp.analysis.pair_table
-    statistics: pd.DataFrame | None = field(repr=False)  # over seeds, where the seed varies
-    figures: dict[str, StoredFigure] = field(repr=False)
 
 
 def run(*overrides: str, config_dir: str | Path | None = None,
@@ -119,7 +61,7 @@ def run(*overrides: str, config_dir: str | Path | None = None,
         outcome = done.return_value
         if isinstance(outcome, ConfigError | JobFailed):
             raise WdexpError(f"wdexp: {outcome}") from None
-        return _read_pair(_spec(done.cfg), outcome.pair_id)
+        return read_pair(_spec(done.cfg), outcome.pair_id)
 
 
 def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path | None = None,
@@ -155,7 +97,7 @@ def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path |
         sweep_id = sweep_run_of(folder)
         if sweep_id is None:
             raise WdexpError("wdexp: the sweep ended before it created its sweep run")
-        return _read_sweep(_spec(cfg), sweep_id)
+        return read_sweep(_spec(cfg), sweep_id)
 
 
 # --- what a call leaves as it found it -----------------------------------------------------
@@ -275,43 +217,3 @@ def _spec(cfg: DictConfig) -> TrackingSpec:
 
     with open_dict(cfg):
         return parse_tracking(cfg)
-
-
-# --- results, read back from the store ----------------------------------------------------
-
-def _figures(store: Any, run_id: str) -> dict[str, StoredFigure]:
-    import tempfile
-
-    found = {}
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # put back with the rest
-    with tempfile.TemporaryDirectory() as scratch:
-        for item in store.client.list_artifacts(run_id, "figures"):
-            if item.path.endswith(".png"):
-                path = store.client.download_artifacts(run_id, item.path, scratch)
-                name = Path(item.path).stem
-                found[name] = StoredFigure(name, Path(path).read_bytes())
-    return found
-
-
-def _read_pair(spec: TrackingSpec, pair_id: str) -> PairResult:
-    from wdexp import analysis
-    from wdexp.tracking import store
-
-    with store.reading(spec) as results:
-        pair = results.client.get_run(pair_id)
-        return PairResult(pair_id, pair.info.run_name, pair.info.status,
-                          dict(pair.data.metrics), analysis.pair_history(results, pair_id),
-                          _figures(results, pair_id))
-
-
-def _read_sweep(spec: TrackingSpec, sweep_id: str) -> SweepResult:
-    from wdexp import analysis
-    from wdexp.tracking import store
-    from wdexp.vocabulary import SEED
-
-    with store.reading(spec) as results:
-        run_id, keys = analysis.find_sweep(results, sweep_id)
-        table = analysis.pair_table(results, run_id, keys)
-        statistics = analysis.over_seeds(table, keys) if SEED in keys else None
-        status = results.client.get_run(run_id).info.status
-        return SweepResult(run_id, status, keys, table, statistics, _figures(results, run_id))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run", "sweep"]
+__all__ = ["WdexpError", "run", "sweep"]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,12 +22,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from wdexp import signals
-from wdexp.config import ROOT  # and its resolver, ${wdexp.root:}, which conf/ uses
-from wdexp.results import PairResult, StoredFigure, SweepResult, read_pair, read_sweep
-from wdexp.vocabulary import ConfigError, JobFailed, TrackingSpec
+from wdexp.config import ROOT, parse_tracking  # and ${wdexp.root:}, which conf/ uses
+from wdexp.results import PairResult, StoredFigure, SweepResult, preload, read_pair, read_sweep
+from wdexp.vocabulary import ConfigError, JobFailed
 
 __all__ = ["PairResult", "StoredFigure", "SweepResult", "WdexpError", "run", "sweep"]
 
@@ -46,11 +46,10 @@ def run(*overrides: str, config_dir: str | Path | None = None,
     (see "Your own model")."""
     from hydra.types import RunMode
 
-    from wdexp.sweep_runs import preload_readers
     from wdexp.tracking import client
 
     with _process_kept():
-        preload_readers()  # the result is read back once the pair ends
+        preload()  # the result is read back once the pair ends
         client.prestart()  # MLflow loads in the tracking process while Hydra composes
         hydra = _hydra(config_dir)
         overrides = [*_with_searchpath(overrides, searchpath), "hydra.mode=RUN"]
@@ -61,7 +60,7 @@ def run(*overrides: str, config_dir: str | Path | None = None,
         outcome = done.return_value
         if isinstance(outcome, ConfigError | JobFailed):
             raise WdexpError(f"wdexp: {outcome}") from None
-        return read_pair(_spec(done.cfg), outcome.pair_id)
+        return read_pair(parse_tracking(done.cfg), outcome.pair_id)
 
 
 def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path | None = None,
@@ -97,7 +96,7 @@ def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path |
         sweep_id = sweep_run_of(folder)
         if sweep_id is None:
             raise WdexpError("wdexp: the sweep ended before it created its sweep run")
-        return read_sweep(_spec(cfg), sweep_id)
+        return read_sweep(parse_tracking(cfg), sweep_id)
 
 
 # --- what a call leaves as it found it -----------------------------------------------------
@@ -211,9 +210,3 @@ def _task(cfg: DictConfig) -> Any:
     except (ConfigError, JobFailed) as error:
         return error
 
-
-def _spec(cfg: DictConfig) -> TrackingSpec:
-    from wdexp.config import parse_tracking
-
-    with open_dict(cfg):
-        return parse_tracking(cfg)

@@ -19,6 +19,7 @@ from wdexp.vocabulary import ConfigError, JobFailed
 
 log = logging.getLogger("wdexp")
 
+
 class Refused(SystemExit):
     """An exit before anything ran, with its one line: printed by :func:`run_main` on the
     command line, raised as :class:`wdexp.api.WdexpError` from Python."""

@@ -4,16 +4,28 @@ with the figures the runs stored, shown inline by Jupyter."""
 
 from __future__ import annotations
 
-import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from wdexp.vocabulary import ARMS, DECAY, TrackingSpec
 
-from wdexp.vocabulary import TrackingSpec
+if TYPE_CHECKING:  # pandas loads with the readers (preload), not with every job's callbacks
+    import pandas as pd
 
-__all__ = ["PairResult", "StoredFigure", "SweepResult", "read_pair", "read_sweep"]
+__all__ = ["PairResult", "StoredFigure", "SweepResult", "preload", "read_pair", "read_sweep"]
+
+
+def _load_readers() -> None:
+    import wdexp.analysis
+    import wdexp.tracking.store  # noqa: F401
+
+
+def preload() -> None:
+    """Import what reading the store takes (MLflow, pandas: seconds) on a thread, while the
+    jobs run, so that reading their results afterwards does not wait for it."""
+    threading.Thread(target=_load_readers, name="wdexp-readers", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,9 @@ class PairResult:
     def table(self, *metrics: str) -> pd.DataFrame:
         """Both arms side by side per step, as the seed notebook printed them (by default
         ``loss`` and every weight the model logs)."""
-        names = metrics or tuple(m for m in self.history["decay"].columns
+        names = metrics or tuple(m for m in self.history[DECAY].columns
                                  if m == "loss" or m.startswith("w_"))
-        return self.history.loc[:, [(arm, m) for arm in ("baseline", "decay") for m in names]]
+        return self.history.loc[:, [(arm, m) for arm in ARMS for m in names]]
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,6 @@ def _figures(store: Any, run_id: str) -> dict[str, StoredFigure]:
     import tempfile
 
     found = {}
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # put back with the rest
     with tempfile.TemporaryDirectory() as scratch:
         for item in store.client.list_artifacts(run_id, "figures"):
             if item.path.endswith(".png"):

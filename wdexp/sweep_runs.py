@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from omegaconf import DictConfig
 from wdexp import search, signals
 from wdexp.config import parse_tracking
 from wdexp.lifecycle import Refused
+from wdexp.results import preload
 from wdexp.sweep_folder import SweepFolder
 from wdexp.tracking import client
 from wdexp.tracking.records import RunSpec
@@ -78,17 +78,6 @@ class _OpenSweep:
     folder: SweepFolder
 
 
-def _load_readers() -> None:
-    import wdexp.analysis
-    import wdexp.tracking.store  # noqa: F401
-
-
-def preload_readers() -> None:
-    """Import what reading the store takes (MLflow, pandas: seconds) on a thread, while the
-    jobs run, so that reading their results afterwards does not wait for it."""
-    threading.Thread(target=_load_readers, name="wdexp-readers", daemon=True).start()
-
-
 _UNCLOSED: set[SweepCallback] = set()
 
 
@@ -135,7 +124,7 @@ class SweepCallback(Callback):
         log.info("sweep run %s started: %s", run_id, name)
         # What the sweep's end reads with (MLflow, pandas: seconds of imports) loads meanwhile,
         # so that the end, a Ctrl-C's too, does not wait for it.
-        preload_readers()
+        preload()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close("FINISHED")

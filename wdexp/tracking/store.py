@@ -67,8 +67,9 @@ def http_limits(timeout_s: float) -> dict[str, str]:
 @contextlib.contextmanager
 def reading(spec: TrackingSpec) -> Iterator[Store]:
     """An existing store and experiment, for reading in any process: every HTTP request bounded
-    by ``tracking.timeout_s`` as the tracking process's are."""
-    with _environment(**http_limits(spec.timeout_s)):
+    by ``tracking.timeout_s`` as the tracking process's are, and artifacts downloaded without
+    MLflow's progress bar (a reader's caller shows what it read)."""
+    with _environment(**http_limits(spec.timeout_s), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
         yield connect(spec, create=False)
 
 

@@ -104,3 +104,22 @@ def test_a_sweep_into_a_store_it_cannot_use_raises_its_line_before_any_job(tmp_p
     assert str(raised.value) == ("wdexp: tracking.uri names a folder, not an sqlite file (got "
                                  f"'sqlite:///{tmp_path}')")
     assert not list((tmp_path / "sweep").glob("*/"))  # no job folder: no job ran
+
+
+@pytest.mark.parametrize("where", ["searchpath", "config_dir"])
+def test_a_model_of_ones_own_from_its_config_folder(tmp_path, store_uri, monkeypatch, where):
+    """"Your own model" from Python: the folder through ``searchpath`` (as hydra.searchpath)
+    or ``config_dir`` (as --config-dir), the module through sys.path; trained as torch.optim
+    trains it."""
+    from tests.test_own_model import OWN, _logistic_by_torch_optim
+
+    monkeypatch.syspath_prepend(str(OWN))
+    folder = {"searchpath": {"searchpath": [OWN / "conf"]}, "config_dir": {
+        "config_dir": OWN / "conf"}}[where]
+    result = wdexp.run(f"tracking.uri={store_uri}", f"hydra.run.dir={tmp_path}/run",
+                       "model=logistic", "optimizer.lr=0.5", "optimizer.weight_decay=0.1",
+                       "epochs=20", "seed=3", **folder)
+    expected = _logistic_by_torch_optim(0.1)["loss"]
+    assert list(result.history["decay"]["loss"]) == expected
+    figure = result.figures["loss"].to_matplotlib()
+    assert figure.get_axes() and figure.get_size_inches()[0] > 1  # the stored image, drawn

@@ -128,3 +128,42 @@ def test_a_retried_job_replaces_its_earlier_attempt_and_readers_see_it_once(stor
     assert sorted(table[f"{DECAY}.final_loss"]) == [3.0, 5.0]
     assert sorted(arms["pair_id"].unique()) == sorted([retry.pair_id, other.pair_id])
     assert values["pair"] == {"job 0, retried", "job 1"}
+
+
+@pytest.mark.parametrize("where", ["history", "queue"])
+def test_a_stop_signal_inside_a_step_leaves_each_trained_step_written_once(store_uri, where,
+                                                                          monkeypatch):
+    """SIGINT delivered while a step is being recorded (``history``) or while a batch leaves
+    the buffer for the pipe (``queue``): the step the end line names is the last one written,
+    and every step before it is written exactly once."""
+    import os
+    import signal
+
+    from wdexp.pair_runs import History
+    from wdexp.signals import reset, signals_as_exceptions
+    from wdexp.tracking.client import TrackingClient
+
+    def interrupting(original):
+        def call(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at the next bytecode
+            return original(*args, **kwargs)
+        return call
+
+    spec = TrackingSpec(store_uri, EXPERIMENT)
+    pair = _open(spec, "interrupted")
+    target = {"history": (History, "add"), "queue": (TrackingClient, "queue_steps")}[where]
+    with signals_as_exceptions(), pytest.raises(KeyboardInterrupt) as stopped:
+        for epoch in range(1000):
+            if epoch == 700:  # past one full batch, so both a sent and a buffered part exist
+                monkeypatch.setattr(*target, interrupting(getattr(*target)))
+            pair.log_step(_step(epoch, 0.0))
+            if where == "queue" and epoch >= 700:
+                pair.send()
+    reset()
+    pair.end(stopped.value)
+
+    assert pair.status == "KILLED" and pair.last_step is not None
+    reader = StoreReader(store_uri, EXPERIMENT)
+    for arm in (BASELINE, DECAY):
+        steps = [step for step, _ in reader.history(pair.arm_ids[arm], "loss")]
+        assert steps == list(range(pair.last_step + 1)), arm

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wdexp.config import flatten
-from wdexp.signals import Terminated
+from wdexp.signals import Terminated, critical
 from wdexp.tracking import client
 from wdexp.tracking.records import RunSpec, Step
 from wdexp.vocabulary import (
@@ -180,21 +180,27 @@ class PairRun:
                  spec.experiment, redact(spec.uri))
 
     def log_step(self, step: Step) -> None:
-        self._steps.append(step)
-        self._stamps.append(int(time.time() * 1000))
-        self.history.add(step)
-        self.last_step = step.epoch
-        self.diverged_at.update(dict.fromkeys(step.diverged, step.epoch))
+        # A stop signal lands before or after a step, never inside: the step is buffered (and
+        # so written by end()) exactly when last_step names it.
+        with critical():
+            self._steps.append(step)
+            self._stamps.append(int(time.time() * 1000))
+            self.history.add(step)
+            self.last_step = step.epoch
+            self.diverged_at.update(dict.fromkeys(step.diverged, step.epoch))
         if (len(self._steps) >= SEND_STEPS or step.diverged
                 or time.monotonic() - self._last_send >= SEND_EVERY_S):
             self.send()
 
     def send(self) -> None:
-        steps, stamps = self._steps, self._stamps
-        self._steps, self._stamps = [], []
+        with critical():  # steps leave the buffer only into the pipe's queue: none lost, none twice
+            steps, stamps = self._steps, self._stamps
+            self._steps, self._stamps = [], []
+            if steps:
+                self.tracker.queue_steps(self.pair_id, steps, stamps)
         self._last_send = time.monotonic()
         if steps:
-            self.tracker.log_steps(self.pair_id, steps, stamps)
+            self.tracker.keep_pace()
 
     def finish(self) -> Outcome:
         """End the pair FINISHED, with its summary metrics and figures (drawn here while the

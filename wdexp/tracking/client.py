@@ -106,8 +106,16 @@ class TrackingClient:
                   files: dict[str, str], parent_id: str | None) -> tuple[str, dict[str, str]]:
         return self._call(m.OpenPair(spec, pair, arms, files, parent_id))
 
-    def log_steps(self, pair_id: str, steps: list[Step], timestamps: list[int]) -> None:
-        self._post(m.LogSteps(pair_id, steps, timestamps), wants_reply=False)
+    def queue_steps(self, pair_id: str, steps: list[Step], timestamps: list[int]) -> None:
+        """Queue a batch without sending it: nothing here waits, so a caller can hand its
+        buffer over inside :func:`wdexp.signals.critical`; :meth:`keep_pace` sends it."""
+        self._queue(m.LogSteps(pair_id, steps, timestamps), wants_reply=False)
+
+    def keep_pace(self) -> None:
+        """Send what the pipe takes; wait while the store is far behind training."""
+        self._pump()
+        if self._sender.backlog > BACKLOG_BYTES:
+            self._wait(lambda: self._sender.backlog <= BACKLOG_BYTES)
 
     def summarize(self, pair_id: str) -> None:
         self._post(m.Summarize(pair_id), wants_reply=False)
@@ -133,6 +141,11 @@ class TrackingClient:
     # --- the pipe ------------------------------------------------------------------------------
 
     def _post(self, request: m.Request, *, wants_reply: bool) -> int:
+        seq = self._queue(request, wants_reply=wants_reply)
+        self.keep_pace()
+        return seq
+
+    def _queue(self, request: m.Request, *, wants_reply: bool) -> int:
         if self._closed:
             raise TrackingProcessGone("the tracking process was closed")
         if isinstance(request, m.OpenStore | m.Connect):
@@ -143,9 +156,6 @@ class TrackingClient:
             self._heard = time.monotonic()  # the silence that counts starts with the request
         self._seq += 1
         self._sender.put(m.Envelope(self._seq, request, wants_reply))
-        self._pump()
-        if self._sender.backlog > BACKLOG_BYTES:  # the store is slower than training: keep pace
-            self._wait(lambda: self._sender.backlog <= BACKLOG_BYTES)
         return self._seq
 
     def _call(self, request: m.Request) -> Any:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -17,6 +18,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 
 from wdexp.config import ROOT
+
+if TYPE_CHECKING:
+    from wdexp.results import SweepResult
 
 PYTHON = sys.executable
 
@@ -240,6 +244,16 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.kill()
+
+
+def sweep_here(*args: str, tmp_path: Path, store_uri: str,
+               launcher: str | None = None) -> SweepResult:
+    """``wdexp.sweep(ARGS)`` into store_uri in this process, sweep outputs kept in tmp_path:
+    Hydra's multirun as the command line runs it, without a process start per sweep."""
+    import wdexp
+
+    return wdexp.sweep(f"hydra.sweep.dir={tmp_path}/multirun", f"tracking.uri={store_uri}",
+                       *args, launcher=launcher)
 
 
 def multirun(*args: str, tmp_path: Path, store_uri: str, timeout: float = 600,

@@ -123,3 +123,14 @@ def test_a_model_of_ones_own_from_its_config_folder(tmp_path, store_uri, monkeyp
     assert list(result.history["decay"]["loss"]) == expected
     figure = result.figures["loss"].to_matplotlib()
     assert figure.get_axes() and figure.get_size_inches()[0] > 1  # the stored image, drawn
+
+
+@pytest.mark.parametrize("folder", ["/tmp/it's a \"sweep\"", "/tmp/x\\'y", "/tmp/end\\",
+                                    "/tmp/a\\b", "/tmp/a b,c=[d]"])
+def test_a_sweep_folder_is_handed_to_hydra_as_one_value_whatever_its_characters(folder):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from wdexp.api import _quoted
+
+    override = OverridesParser.create().parse_override(f"hydra.sweep.dir={_quoted(folder)}")
+    assert override.value() == folder

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 
 import pandas as pd
 import pytest
 
-from tests.conftest import PYTHON, StoreReader, child_env, multirun
+import wdexp
+from tests.conftest import StoreReader, multirun, sweep_here
 from wdexp.sweep_runs import sweep_name
 from wdexp.vocabulary import ConfigError
 
@@ -86,30 +86,31 @@ def test_failing_and_diverging_jobs_do_not_stop_the_others(tmp_path, store_uri):
 
 @pytest.mark.slow
 def test_resume_skips_finished_jobs_and_an_extended_sweep_runs_only_new_ones(tmp_path,
-                                                                             store_uri):
-    first = multirun("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
-                     tmp_path=tmp_path, store_uri=store_uri)
-    assert first.returncode == 0, first.stderr
+                                                                             store_uri, capfd):
+    first = sweep_here("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
+                       tmp_path=tmp_path, store_uri=store_uri)
+    assert first.status == "FINISHED"
     reader = StoreReader(store_uri)
-    (first_sweep,) = reader.runs("sweep")
     before = {r.info.run_id for r in reader.runs()}
     assert len(before) == 1 + 2 * 3
+    capfd.readouterr()
 
-    again = multirun("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
-                     tmp_path=tmp_path, store_uri=store_uri)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.count("skipped: this configuration already finished") == 2
+    with pytest.raises(wdexp.WdexpError) as nothing:
+        sweep_here("optimizer.weight_decay=0,0.01", "epochs=3", "resume=true",
+                   tmp_path=tmp_path, store_uri=store_uri)
+    assert str(nothing.value).startswith("wdexp: nothing to run: every job of this sweep had "
+                                         "already finished (resume=true)")
+    assert capfd.readouterr().out.count("skipped: this configuration already finished") == 2
     assert {r.info.run_id for r in StoreReader(store_uri).runs()} == before  # no empty sweep
 
-    extended = multirun("optimizer.weight_decay=0,0.01,0.1", "epochs=3", "resume=true",
-                        tmp_path=tmp_path, store_uri=store_uri)
-    assert extended.returncode == 0, extended.stderr
+    extended = sweep_here("optimizer.weight_decay=0,0.01,0.1", "epochs=3", "resume=true",
+                          tmp_path=tmp_path, store_uri=store_uri)
     reader = StoreReader(store_uri)
-    (new_sweep,) = [r for r in reader.runs("sweep") if r.info.run_id != first_sweep.info.run_id]
+    assert extended.run_id != first.run_id
     new_pairs = [r for r in reader.runs("pair") if r.info.run_id not in before]
     assert [float(r.data.params["optimizer.weight_decay"]) for r in new_pairs] == [0.1]
-    assert {r.data.tags["mlflow.parentRunId"] for r in new_pairs} == {new_sweep.info.run_id}
-    summary = sweep_summary(reader, new_sweep.info.run_id, tmp_path)
+    assert {r.data.tags["mlflow.parentRunId"] for r in new_pairs} == {extended.run_id}
+    summary = sweep_summary(reader, extended.run_id, tmp_path)
     assert summary["optimizer.weight_decay"].tolist() == [0.1]
 
 
@@ -136,11 +137,11 @@ def test_resume_reruns_a_pair_that_did_not_finish(store_uri, run_job, ended):
 
 @pytest.mark.slow
 def test_an_experiments_sweeper_params_name_the_sweep_and_its_summary(tmp_path, store_uri):
-    result = multirun("+experiment=decay_sweep", "epochs=3", tmp_path=tmp_path,
-                      store_uri=store_uri)
-    assert result.returncode == 0, result.stderr
+    result = sweep_here("+experiment=decay_sweep", "epochs=3", tmp_path=tmp_path,
+                        store_uri=store_uri)
     reader = StoreReader(store_uri)
     sweep, _ = assert_sweep_tree(reader, 5)
+    assert result.run_id == sweep.info.run_id
     assert sweep.info.run_name == "sweep wd=0,0.001,0.01,0.1,1"
     summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
     assert summary["optimizer.weight_decay"].tolist() == [0.0, 0.001, 0.01, 0.1, 1.0]
@@ -152,14 +153,11 @@ def test_a_sweep_folder_with_quotes_still_nests_its_pairs_under_joblib(tmp_path,
     # the folder into a search filter.
     folder = tmp_path / "it's a \"sweep\""
     quoted = str(folder).replace("'", "\\'")
-    result = subprocess.run(
-        [PYTHON, "-m", "wdexp.train", "-m", f"hydra.sweep.dir='{quoted}'",
-         f"tracking.uri={store_uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-         "seed=0,1", "epochs=3"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=child_env())
-    assert result.returncode == 0, result.stdout + result.stderr
+    sweep_here(f"hydra.sweep.dir='{quoted}'", "hydra.launcher.n_jobs=2", "seed=0,1", "epochs=3",
+               launcher="joblib", tmp_path=tmp_path, store_uri=store_uri)
     sweep, _ = assert_sweep_tree(StoreReader(store_uri), 2)
     assert sweep.data.tags["wdexp.sweep_dir"] == str(folder)
+    assert (folder / "0").is_dir()
 
 
 def test_a_store_the_sweep_cannot_use_stops_it_before_any_job(tmp_path):

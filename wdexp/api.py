@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -84,7 +85,7 @@ def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path |
         cfg = _check(hydra, overrides, RunMode.MULTIRUN)
         folder = str(cfg.hydra.sweep.dir)
         # One folder for the whole call: the composed default holds the time of composing.
-        overrides = [*overrides, f"hydra.sweep.dir={folder}", "hydra.mode=MULTIRUN"]
+        overrides = [*overrides, f"hydra.sweep.dir={_quoted(folder)}", "hydra.mode=MULTIRUN"]
         try:
             with signals.signals_as_exceptions(), contextlib.suppress(SweepFailed):
                 hydra.multirun(config_name="config", task_function=train.job_task,
@@ -96,7 +97,12 @@ def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path |
         sweep_id = sweep_run_of(folder)
         if sweep_id is None:
             raise WdexpError("wdexp: the sweep ended before it created its sweep run")
-        return read_sweep(parse_tracking(cfg), sweep_id)
+        try:
+            return read_sweep(parse_tracking(cfg), sweep_id)
+        except LookupError:  # deleted at its end, as the command line deletes it
+            raise WdexpError("wdexp: nothing to run: every job of this sweep had already "
+                             "finished (resume=true); their pairs are in the sweep runs that "
+                             "ran them") from None
 
 
 # --- what a call leaves as it found it -----------------------------------------------------
@@ -184,6 +190,13 @@ def _with_searchpath(overrides: Sequence[str], searchpath: Sequence[str]) -> lis
         return list(overrides)
     folders = ",".join(f"file://{Path(p).expanduser().resolve()}" for p in searchpath)
     return [*overrides, f"hydra.searchpath=[{folders}]"]
+
+
+def _quoted(value: str) -> str:
+    """``value`` as one quoted override value of Hydra's grammar: a backslash escapes a quote,
+    so backslashes before a quote or at the end are doubled."""
+    escaped = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m[1] * 2, escaped) + "'"
 
 
 def _check(hydra: Any, overrides: Sequence[str], mode: Any) -> DictConfig:

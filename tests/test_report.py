@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import PYTHON, StoreReader, child_env, multirun
+from tests.conftest import PYTHON, StoreReader, child_env, sweep_here
 from wdexp import analysis
 from wdexp.config import ROOT, ConfigError
 from wdexp.report import Pairs, best, brief, pairs, pick, quote_sweep
@@ -41,9 +41,9 @@ def rows(stdout: str) -> list[list[str]]:
 @pytest.mark.slow
 def test_report_csv_equals_the_store_and_filters_by_sweep(tmp_path, store_uri, run_job):
     lone = run_job("epochs=5", "optimizer.weight_decay=0.2")
-    swept = multirun("optimizer.weight_decay=0,0.05", "epochs=3", tmp_path=tmp_path,
-                     store_uri=store_uri)
-    assert swept.returncode == 0, swept.stderr
+    swept = sweep_here("optimizer.weight_decay=0,0.05", "epochs=3", tmp_path=tmp_path,
+                       store_uri=store_uri)
+    assert swept.status == "FINISHED"
     reader = StoreReader(store_uri)
     (sweep,) = reader.runs("sweep")
     # An older sweep run, recorded after the real one: `latest` goes by start time.
@@ -190,9 +190,9 @@ def test_best_picks_the_key_value_with_the_lowest_decay_test_loss_per_setting():
 def test_a_seed_sweep_of_a_network_is_one_row_per_setting(tmp_path, store_uri):
     """The batch order follows the seed and the data's identity and the decay's timescale are
     derived params: none of them splits a setting or takes a column."""
-    result = multirun("model=mlp", "data.batch_size=null", "epochs=1", "seed=0,1",
-                      "optimizer.weight_decay=0.1,0.3", tmp_path=tmp_path, store_uri=store_uri)
-    assert result.returncode == 0, result.stderr
+    swept = sweep_here("model=mlp", "data.batch_size=null", "epochs=1", "seed=0,1",
+                       "optimizer.weight_decay=0.1,0.3", tmp_path=tmp_path, store_uri=store_uri)
+    assert swept.status == "FINISHED"
     found = pairs(analysis.open_store(store_uri), "latest")
     assert len(found.table) == 2 and set(found.table["seeds"]) == {2}
     shown = brief(found)

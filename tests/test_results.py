@@ -9,7 +9,7 @@ import torch
 from matplotlib.image import imread
 from scipy import stats
 
-from tests.conftest import StoreReader, multirun
+from tests.conftest import StoreReader, sweep_here
 from wdexp import analysis
 from wdexp.closed_form import QuadraticForm
 from wdexp.models import Ridge
@@ -81,9 +81,8 @@ def test_quadratic_form_of_the_bowl_is_its_loss():
 
 @pytest.mark.slow
 def test_seed_sweep_has_figures_and_is_reported_over_seeds(tmp_path, store_uri):
-    result = multirun("optimizer.weight_decay=0,0.5", "optimizer.lr=0.01,0.02", "seed=0,1",
-                      "epochs=5", tmp_path=tmp_path, store_uri=store_uri)
-    assert result.returncode == 0, result.stderr
+    assert sweep_here("optimizer.weight_decay=0,0.5", "optimizer.lr=0.01,0.02", "seed=0,1",
+                      "epochs=5", tmp_path=tmp_path, store_uri=store_uri).status == "FINISHED"
     reader = StoreReader(store_uri)
     (sweep,) = reader.runs("sweep")
     sizes = _figures(reader, sweep.info.run_id, tmp_path)
@@ -133,9 +132,9 @@ def test_arm_table_and_histories_read_back_what_was_logged(run_job, read_store, 
 @pytest.mark.slow
 def test_the_readmes_notebook_recipe_finds_the_latest_sweep_and_labels_curves_by_arm(
         tmp_path, store_uri):
-    swept = multirun("optimizer.weight_decay=0.1,0.5", "epochs=3", tmp_path=tmp_path,
-                     store_uri=store_uri)
-    assert swept.returncode == 0, swept.stderr
+    swept = sweep_here("optimizer.weight_decay=0.1,0.5", "epochs=3", tmp_path=tmp_path,
+                       store_uri=store_uri)
+    assert swept.status == "FINISHED"
     store = analysis.open_store(store_uri)
     sweep_id, swept_keys = analysis.find_sweep(store)  # the latest sweep
     assert swept_keys == ["optimizer.weight_decay"]
@@ -159,9 +158,9 @@ def test_the_readmes_notebook_recipe_finds_the_latest_sweep_and_labels_curves_by
 @pytest.mark.slow
 def test_a_seed_sweep_reports_paired_differences_with_scipys_intervals(tmp_path, store_uri):
     seeds = 5
-    result = multirun("optimizer.weight_decay=0.3,3.0", f"seed={','.join(map(str, range(seeds)))}",
-                      "optimizer.lr=0.2", "epochs=4", tmp_path=tmp_path, store_uri=store_uri)
-    assert result.returncode == 0, result.stderr
+    swept = sweep_here("optimizer.weight_decay=0.3,3.0", f"seed=range({seeds})", "optimizer.lr=0.2",
+                       "epochs=4", tmp_path=tmp_path, store_uri=store_uri)
+    assert swept.status == "FINISHED"
     reader = StoreReader(store_uri)
     (sweep,) = reader.runs("sweep")
     store = analysis.open_store(store_uri)

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from tests.conftest import StoreReader, copy_store, multirun
+from tests.conftest import StoreReader, copy_store, multirun, sweep_here
 from wdexp import search
 from wdexp.config import ROOT, ConfigError
 
@@ -18,11 +18,10 @@ SEARCH = ("hydra/sweeper=optuna", "epochs=80")
 
 
 def _search(tmp_path: Path, store_uri: str, *args: str) -> tuple[StoreReader, str, pd.DataFrame]:
-    done = multirun(*SEARCH, *args, tmp_path=tmp_path, store_uri=store_uri)
+    # In this process, through wdexp.sweep: the command line's search, without its start-up.
+    sweep_id = sweep_here(*SEARCH, *args, tmp_path=tmp_path, store_uri=store_uri).run_id
     reader = StoreReader(store_uri)
-    sweeps = reader.runs("sweep")
-    assert len(sweeps) == 1, done.stdout + done.stderr
-    sweep_id = sweeps[0].info.run_id
+    assert [sweep.info.run_id for sweep in reader.runs("sweep")] == [sweep_id]
     path = mlflow.artifacts.download_artifacts(run_id=sweep_id, artifact_path="trials.csv",
                                                tracking_uri=store_uri,
                                                dst_path=str(tmp_path / "got"))

@@ -79,22 +79,21 @@ def _every_history(uri: str, key: str, value: str) -> dict[tuple[str, str], list
     ("cnn", 1, "seed", {"loss", "test_accuracy", "lr", "norm.conv1.weight"}),
 ], ids=["ridge", "mlp", "cnn"])
 def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, template_store,
+                                                                    run_job, store_uri,
                                                                     model, epochs, other, keys):
-    """One process runs the job alone, another in a sweep of two (the first job of a sweep
-    runs beside its sweep run; the second, with ``other`` changed, after another job in the
-    same process): the same job must match in every bit, the changed one must not."""
+    """The job alone in this process (a long-lived one: other tests ran in it before), and in a
+    fresh command-line process in a sweep of two (the first job of a sweep runs beside its sweep
+    run; the second, with ``other`` changed, after another job in the same process): the same
+    job must match in every bit, the changed one must not."""
     extra = (["scheduler=cosine", "data.batch_size=400", "+data.num_samples=1000"]
              if model == "cnn" else [])
-    alone = copy_store(template_store, tmp_path / "alone" / "mlflow.db")
     swept = copy_store(template_store, tmp_path / "swept" / "mlflow.db")
-    jobs = [start(f"tracking.uri={alone}", f"model={model}", f"epochs={epochs}", *extra,
-                  tmp_path=tmp_path / "alone"),
-            start(f"tracking.uri={swept}", f"model={model}", f"epochs={epochs}", *extra,
-                  f"{other}=0,1", tmp_path=tmp_path / "swept", multirun=True)]
-    for job in jobs:
-        output, _ = job.finish(timeout=300)
-        assert job.returncode == 0, output
-    first = _every_history(alone, other, "0")
+    job = start(f"tracking.uri={swept}", f"model={model}", f"epochs={epochs}", *extra,
+                f"{other}=0,1", tmp_path=tmp_path / "swept", multirun=True)
+    run_job(f"model={model}", f"epochs={epochs}", *extra)  # while the other process runs
+    output, _ = job.finish(timeout=300)
+    assert job.returncode == 0, output
+    first = _every_history(store_uri, other, "0")
     second, different = (_every_history(swept, other, value) for value in ("0", "1"))
 
     for arm in ("baseline", "decay"):

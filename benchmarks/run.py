@@ -88,7 +88,7 @@ def cases(smoke: bool) -> list[Case]:
     # run, and the seed run's memory is sampled as it runs (the memory rows' own commands).
     seed, long, sweep, steps = (3, 3, 5, 333) if smoke else (30, 20_000, 1000, 10_000)
     bn_epochs = 3 if smoke else 60
-    decays = "0,0.01" if smoke else WEIGHT_DECAYS
+    decays = "0.01" if smoke else WEIGHT_DECAYS
     n = len(decays.split(","))
     team = "0" if smoke else TEAM_DECAYS  # smoke: one job, on a worker as in the full row
     team_sweep = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"epochs={sweep}",
@@ -105,9 +105,11 @@ def cases(smoke: bool) -> list[Case]:
              tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.15,
              rounds=MULTIRUN_ROUNDS),
         # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
+        # (smoke: one command for both, a process less; nothing is judged)
         Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",
              wdexp("model=bn_mlp", f"epochs={bn_epochs}"),
-             wdexp("model=bn_mlp", f"epochs={bn_epochs}", "geometry.steps_per_epoch=0"), 1.15),
+             wdexp("model=bn_mlp", f"epochs={bn_epochs}",
+                   *(() if smoke else ("geometry.steps_per_epoch=0",))), 1.15),
         # The team set-up (README): an mlflow server on PostgreSQL, jobs in parallel processes.
         Case(f"{len(team.split(','))} jobs x {sweep} epochs joblib sweep, "
              "PostgreSQL-backed server / local sqlite",

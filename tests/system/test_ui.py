@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, StoreReader, child_env, free_port, multirun
+from tests.conftest import PYTHON, StoreReader, child_env, free_port, sweep_here
 from wdexp.config import ROOT
 from wdexp.tracking import view
 
@@ -69,9 +69,9 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                env=child_env())
     try:
-        swept = multirun("optimizer.weight_decay=0,0.001,0.01,0.1", tmp_path=folder,
-                         store_uri=store_uri)
-        assert swept.returncode == 0, swept.stderr
+        swept = sweep_here("optimizer.weight_decay=0,0.001,0.01,0.1", tmp_path=folder,
+                           store_uri=store_uri)
+        assert swept.status == "FINISHED"
         reader = StoreReader(store_uri)
         pairs = reader.runs("pair")
         lone_pair = [p.info.run_id for p in pairs if "mlflow.parentRunId" not in p.data.tags]

@@ -73,12 +73,16 @@ def test_a_model_from_outside_the_package_trains_exactly_as_torch_optim_does(tmp
 
 
 def _own(tmp_path: Path, store_uri: str, *overrides: str) -> StoreReader:
-    result = subprocess.run(
-        [PYTHON, "-m", "wdexp.train", "model=tiny_net", f"hydra.searchpath=[file://{OWN}/conf]",
-         *overrides, f"tracking.uri={store_uri}", f"hydra.run.dir={tmp_path}/run"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env=child_env({"PYTHONPATH": str(OWN)}))
-    assert result.returncode == 0, result.stderr
+    """The job through wdexp.run in this process (the command line's own case: the test
+    above): the module found on sys.path, the config folder through ``searchpath``."""
+    import wdexp
+
+    sys.path.insert(0, str(OWN))
+    try:
+        wdexp.run("model=tiny_net", *overrides, f"tracking.uri={store_uri}",
+                  f"hydra.run.dir={tmp_path}/run", searchpath=[str(OWN / "conf")])
+    finally:
+        sys.path.remove(str(OWN))
     return StoreReader(store_uri)
 
 

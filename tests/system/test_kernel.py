@@ -1,7 +1,8 @@
 """wdexp from a real Jupyter kernel (ipykernel, driven with jupyter_client): the interrupt
 button mid-run ends both runs KILLED with every trained step written, raises
 KeyboardInterrupt in the cell, and the kernel lives on: the next ``wdexp.run`` works, and the
-kernel's own SIGINT handler is back. A kernel restarted mid-run leaves no run RUNNING."""
+kernel's own SIGINT handler is back. A ``wdexp.sweep`` interrupted the same way ends its pair and
+its sweep run KILLED and starts no later job. A kernel restarted mid-run leaves no run RUNNING."""
 
 from __future__ import annotations
 
@@ -75,6 +76,23 @@ def test_the_interrupt_button_ends_the_runs_killed_and_the_kernel_runs_the_next(
         steps = [step for step, _ in store.history(arm.info.run_id, "loss")]
         assert steps == list(range(len(steps))) and steps  # every trained step, in order
 
+    # A sweep interrupted in the same kernel: its running pair and its sweep run end KILLED,
+    # no later job starts, and KeyboardInterrupt reaches the cell as well.
+    msg_id = client.execute(f"wdexp.sweep('tracking.uri={store_uri}', "
+                            f"'hydra.sweep.dir={tmp_path}/sweep', "
+                            "'optimizer.weight_decay=0.01,0.1', 'epochs=100000000')")
+    wait_for(lambda: len(reader(store_uri).runs("pair")) == 2 and training(reader(store_uri), 2),
+             "the sweep's first pair training", timeout=120)
+    manager.interrupt_kernel()
+    reply = client.get_shell_msg(timeout=60)
+    assert (reply["parent_header"]["msg_id"], reply["content"]["ename"]) == (
+        msg_id, "KeyboardInterrupt"), reply["content"]
+    wait_for(lambda: {r.info.status for r in reader(store_uri).runs()} == {"KILLED"},
+             "every run of the sweep ended", timeout=30)
+    assert len(reader(store_uri).runs("pair")) == 2  # the second job never started
+    (sweep,) = reader(store_uri).runs("sweep")
+    assert sweep.info.status == "KILLED"
+
     after = _execute(client, f"r = wdexp.run({where}, 'epochs=3'); "
                              "print(r.status, len(r.table()), signal.getsignal(signal.SIGINT) "
                              "is handler)")
@@ -83,8 +101,8 @@ def test_the_interrupt_button_ends_the_runs_killed_and_the_kernel_runs_the_next(
 
     # Restarting the kernel mid-run (it is killed): its tracking process ends the runs KILLED.
     client.execute(f"wdexp.run({where}, 'epochs=100000000', 'seed=1')")
-    wait_for(lambda: len(reader(store_uri).runs("pair")) == 3 and training(reader(store_uri), 3),
-             "the third pair training", timeout=120)
+    wait_for(lambda: len(reader(store_uri).runs("pair")) == 4 and training(reader(store_uri), 4),
+             "the fourth pair training", timeout=120)
     manager.restart_kernel(now=True)
     wait_for(lambda: {r.info.status for r in reader(store_uri).runs()} == {"FINISHED", "KILLED"},
              "no run RUNNING after the restart", timeout=60)

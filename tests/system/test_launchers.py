@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import PYTHON, StoreReader, multirun
+from tests.conftest import PYTHON, StoreReader, multirun, sweep_here
 from tests.system.ray_nodes import RAY_LOOPBACK
 
 
@@ -35,11 +35,13 @@ def test_joblib_with_four_workers_on_a_brand_new_store(tmp_path, new_store_uri):
     assert_landed_once(new_store_uri, 4)
 
 
-def test_submitit_local(tmp_path, store_uri):
-    result = multirun("hydra/launcher=submitit_local", "seed=0,1", "epochs=10",
-                      tmp_path=tmp_path, store_uri=store_uri)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_submitit_local_from_python(tmp_path, store_uri):
+    """Through wdexp.sweep, as a notebook launches it (the command line's submitit sweep is
+    tests/system/test_lost_jobs.py's): each job a process of its own, the result read back."""
+    result = sweep_here("seed=0,1", "epochs=10", launcher="submitit_local", tmp_path=tmp_path,
+                        store_uri=store_uri)
     assert_landed_once(store_uri, 2)
+    assert result.status == "FINISHED" and sorted(result.table["seed"]) == [0, 1]
 
 
 def test_slurm_launcher_config_composes_with_its_settings(tmp_path):

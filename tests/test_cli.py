@@ -78,7 +78,7 @@ def _every_history(uri: str, key: str, value: str) -> dict[tuple[str, str], list
     # init, a cosine schedule.
     ("cnn", 1, "seed", {"loss", "test_accuracy", "lr", "norm.conv1.weight"}),
 ], ids=["ridge", "mlp", "cnn"])
-def test_ridge_and_mlp_give_bit_identical_metrics_in_two_processes(tmp_path, template_store,
+def test_ridge_mlp_and_cnn_give_bit_identical_metrics_in_two_processes(tmp_path, template_store,
                                                                     run_job, store_uri,
                                                                     model, epochs, other, keys):
     """The job alone in this process (a long-lived one: other tests ran in it before), and in a

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections import Counter
 
 import pytest
 
-from tests.conftest import PYTHON, StoreReader, multirun, sweep_here
+from tests.conftest import PYTHON, StoreReader, copy_store, multirun, sweep_here
+from tests.jobs import start, training_metrics, wait_for
 from tests.system.ray_nodes import RAY_LOOPBACK
 
 
@@ -57,7 +60,7 @@ def test_slurm_launcher_config_composes_with_its_settings(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
-def test_ray_cluster(tmp_path, store_uri, ray_cluster):
+def test_ray_cluster(tmp_path, store_uri, template_store, ray_cluster):
     assert ray_cluster.address.startswith("127.0.0.1:"), ray_cluster  # loopback only
     result = multirun("hydra/launcher=ray_cluster",
                       f"hydra.launcher.ray.init.address={ray_cluster.address}",
@@ -65,3 +68,21 @@ def test_ray_cluster(tmp_path, store_uri, ray_cluster):
                       env=RAY_LOOPBACK)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_landed_once(store_uri, 2)
+
+    # Ctrl-C to a second sweep on the same cluster while both of its jobs train.
+    other = copy_store(template_store, tmp_path / "stopped" / "mlflow.db")
+    job = start(f"tracking.uri={other}", "hydra/launcher=ray_cluster",
+                f"hydra.launcher.ray.init.address={ray_cluster.address}",
+                "optimizer.weight_decay=0.01,0.1", "epochs=100000000",
+                tmp_path=tmp_path / "stopped", multirun=True, env=RAY_LOOPBACK)
+    training_metrics(other, job, pairs=2)
+    os.killpg(job.pid, signal.SIGINT)
+    output, took = job.finish(timeout=60)
+    assert job.returncode == 130, output
+    assert took < 10, f"{took:.1f} s"
+    wait_for(lambda: {r.info.status for r in StoreReader(other).runs()} == {"KILLED"},
+             "every run of the stopped sweep KILLED", timeout=30)
+    assert len(StoreReader(other).runs("pair")) == 2
+    (sweep,) = StoreReader(other).runs("sweep")
+    listed = StoreReader(other).client.list_artifacts(sweep.info.run_id)
+    assert [a.path for a in listed] == ["summary.csv"]  # kept; no figures when stopped

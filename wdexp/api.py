@@ -6,10 +6,10 @@ what hydra-zen's ``launch`` wraps for configs built in Python — wdexp's are YA
 call keeps every launcher, the sweep run and ``resume`` as they are). What the command line does
 to its process is not done here: no ``os._exit``, no change of working directory, and the
 signal handlers, logging, environment and Hydra's global state are put back when a call
-returns, however it returns. The kernel's interrupt (SIGINT) ends the runs KILLED with every
-trained step written and raises ``KeyboardInterrupt``; the next call works. Every result is read
-back from the store (:mod:`wdexp.results`). Calls in one process share one tracking
-process.
+returns, however it returns, and a Ray connection a launcher made is closed. The kernel's
+interrupt (SIGINT) ends the runs KILLED with every trained step written and raises
+``KeyboardInterrupt``; the next call works. Every result is read back from the store
+(:mod:`wdexp.results`). Calls in one process share one tracking process.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,15 @@ def _process_kept() -> Iterator[None]:
     # What a Hydra job sets for its run; the config store and the plugins stay as the call's
     # imports left them (a plugin registers its configs once, when it is first imported).
     per_job = {cls: Singleton._instances.get(cls) for cls in (HydraConfig, JobRuntime)}
+    ray_before = _ray_connected()
     try:
         yield
     finally:
+        if _ray_connected() and not ray_before:
+            # Hydra's Ray launchers connect this process to a cluster (or start one) and never
+            # let go: the next call would reuse that connection whatever its address, and a
+            # driver whose cluster goes away ends its own process.
+            sys.modules["ray"].shutdown()
         GlobalHydra.instance().clear()
         for cls, instance in per_job.items():
             if instance is None:
@@ -138,6 +145,11 @@ def _process_kept() -> Iterator[None]:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(environment)
+
+
+def _ray_connected() -> bool:
+    ray = sys.modules.get("ray")  # never imported here: only a Ray launcher brings it
+    return ray is not None and ray.is_initialized()
 
 
 _LoggerState = tuple[int, list[logging.Handler], bool, bool]

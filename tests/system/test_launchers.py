@@ -60,14 +60,24 @@ def test_slurm_launcher_config_composes_with_its_settings(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
-def test_ray_cluster(tmp_path, store_uri, template_store, ray_cluster):
+def test_ray_cluster(tmp_path, store_uri, template_store, ray_cluster, monkeypatch):
+    """A sweep through wdexp.sweep, as a notebook launches it (the command line's Ray sweeps:
+    below and tests/system/test_lost_jobs.py), then Ctrl-C to a command-line sweep."""
     assert ray_cluster.address.startswith("127.0.0.1:"), ray_cluster  # loopback only
-    result = multirun("hydra/launcher=ray_cluster",
-                      f"hydra.launcher.ray.init.address={ray_cluster.address}",
-                      "seed=0,1", "epochs=10", tmp_path=tmp_path, store_uri=store_uri,
-                      env=RAY_LOOPBACK)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for name, value in RAY_LOOPBACK.items():
+        monkeypatch.setenv(name, value)
+    import ray  # after RAY_LOOPBACK: Ray reads it once, on import
+    from ray._private import ray_constants
+
+    # Else the driver looks for the node at the machine's outward address and hangs.
+    assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before RAY_LOOPBACK was set"
+    assert not ray.is_initialized()
+    result = sweep_here(f"hydra.launcher.ray.init.address={ray_cluster.address}", "seed=0,1",
+                        "epochs=10", launcher="ray_cluster", tmp_path=tmp_path,
+                        store_uri=store_uri)
     assert_landed_once(store_uri, 2)
+    assert result.status == "FINISHED"
+    assert not ray.is_initialized()  # the call let go of the cluster it connected to
 
     # Ctrl-C to a second sweep on the same cluster while both of its jobs train.
     other = copy_store(template_store, tmp_path / "stopped" / "mlflow.db")

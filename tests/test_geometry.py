@@ -108,7 +108,7 @@ def test_an_epoch_of_steps_reads_nothing_back_from_the_device(monkeypatch):
     pair = study.build(compose_config("model=bn_mlp", "optimizer=sgd_momentum", "epochs=1",
                                       "scheduler=cosine"))
     arm = pair.arms[1]
-    generators = engine._Generators(pair.arms)
+    generators = engine.shared_streams(pair.arms)
 
     def sync(*args, **kwargs):
         raise AssertionError("a per-step host sync")

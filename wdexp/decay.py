@@ -77,9 +77,7 @@ class WeightDecay:
         return self.weight_decay if self.mode == "native" else 0.0
 
     def penalty(self) -> Tensor | None:
-        if self.mode != "penalty" or not self.weight_decay or not self.decayed:
-            return None
-        return self.weight_decay / 2 * sum(p.pow(2).sum() for p in self.decayed)
+        return penalty_of(self.mode, self.weight_decay, self.decayed)
 
     @torch.no_grad()
     def before_step(self) -> None:
@@ -104,8 +102,21 @@ class WeightDecay:
         return groups
 
     def size(self) -> Tensor:
-        r""":math:`\lVert\lambda\theta\rVert` over the decayed parameters."""
-        if not self.decayed:
-            return torch.zeros(())
-        norms = torch.stack([torch.linalg.vector_norm(p.detach()) for p in self.decayed])
-        return self.weight_decay * torch.linalg.vector_norm(norms)
+        return size_of(self.weight_decay, self.decayed)
+
+
+# The penalty and the decay's size as functions of the decayed tensors, so that a stacked
+# member (wdexp.stack), whose tensors are rows of a stacked parameter, computes them exactly so.
+def penalty_of(mode: str, weight_decay: float, decayed: Sequence[Tensor]) -> Tensor | None:
+    r""":math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2` in penalty mode, else None."""
+    if mode != "penalty" or not weight_decay or not decayed:
+        return None
+    return weight_decay / 2 * sum(p.pow(2).sum() for p in decayed)
+
+
+def size_of(weight_decay: float, decayed: Sequence[Tensor]) -> Tensor:
+    r""":math:`\lVert\lambda\theta\rVert` over the decayed parameters."""
+    if not decayed:
+        return torch.zeros(())
+    norms = torch.stack([torch.linalg.vector_norm(p.detach()) for p in decayed])
+    return weight_decay * torch.linalg.vector_norm(norms)

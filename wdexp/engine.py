@@ -31,42 +31,51 @@ recorded as they come, NaN included (the arm goes on); a non-finite value wdexp 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
-from wdexp.models.contract import MiniBatched
+from wdexp.models.contract import MiniBatched, Model
 from wdexp.study import Arm
 from wdexp.tracking.records import Step
 
 
+def loss_gradients(params: Sequence[Tensor], grads: Sequence[Tensor | None],
+                   penalised: Sequence[bool], weight_decay: float) -> list[Tensor]:
+    """Each parameter's gradient of the loss alone: in penalty mode the gradient holds λθ too."""
+    out = []
+    for p, grad, minus_decay in zip(params, grads, penalised, strict=True):
+        grad = torch.zeros_like(p) if grad is None else grad
+        out.append(grad - weight_decay * p.detach() if minus_decay else grad)
+    return out
+
+
 def _loss_gradients(arm: Arm) -> list[Tensor]:
-    """Each parameter's gradient of the loss alone: in penalty mode ``p.grad`` holds λθ too."""
     decay = arm.decay
     penalised = {id(p) for p in decay.decayed} if decay.mode == "penalty" else set()
-    grads = []
-    for p in arm.model.parameters():
-        grad = torch.zeros_like(p) if p.grad is None else p.grad
-        grads.append(grad - decay.weight_decay * p.detach() if id(p) in penalised else grad)
-    return grads
+    params = list(arm.model.parameters())
+    return loss_gradients(params, [p.grad for p in params], [id(p) in penalised for p in params],
+                          decay.weight_decay)
 
 
-def _gradient_metrics(arm: Arm, grads: list[Tensor]) -> dict[str, float]:
+def gradient_metrics(grads: Sequence[Tensor], decay_size: Tensor) -> dict[str, float]:
+    """``grad_norm`` and ``decay_grad_ratio`` = ‖λθ‖ / ``grad_norm`` (``decay_size`` is ‖λθ‖)."""
     if not grads:
         return {}
     grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
                                                       for g in grads]))
-    values = torch.stack([grad_norm, arm.decay.size().to(grad_norm)]).tolist()
+    values = torch.stack([grad_norm, decay_size.to(grad_norm)]).tolist()
     ratio = values[1] / values[0] if values[0] else (0.0 if not values[1] else math.inf)
     return {"grad_norm": values[0], "decay_grad_ratio": ratio}
 
 
-def _distance(arm: Arm) -> float:
+def distance(params: Sequence[Tensor], solution: Tensor) -> float:
+    """‖θ - θ*‖ over every parameter, flattened in order."""
     with torch.no_grad():
-        theta = torch.cat([p.detach().reshape(-1) for p in arm.model.parameters()])
-        return torch.linalg.vector_norm(theta - arm.solution).item()
+        theta = torch.cat([p.detach().reshape(-1) for p in params])
+        return torch.linalg.vector_norm(theta - solution).item()
 
 
 def _backward(arm: Arm, loss: Tensor) -> None:
@@ -89,29 +98,43 @@ def _step(arm: Arm, grads: list[Tensor]) -> None:
         arm.scheduler.step()
 
 
-class _Generators:
-    """One copy of torch's random state per arm (CPU, and the CUDA device's where the model
-    lives), so stochastic layers draw the same numbers in both arms."""
+RandomState = tuple[Tensor, Tensor | None]  # torch's CPU generator state, the CUDA device's
 
-    def __init__(self, arms: Sequence[Arm]) -> None:
-        first = next(iter(arms[0].model.parameters()), None)
-        self.cuda = first is not None and first.device.type == "cuda"
-        self.device = first.device if self.cuda else None
-        start = self._get()
-        self.states = {arm.name: start for arm in arms}
 
-    def _get(self) -> tuple[Tensor, Tensor | None]:
-        return (torch.get_rng_state(),
-                torch.cuda.get_rng_state(self.device) if self.cuda else None)
+def random_state(device: torch.device) -> RandomState:
+    """torch's random state now: the CPU's, and ``device``'s where it is a CUDA device."""
+    return (torch.get_rng_state(),
+            torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def model_device(model: Model) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+class RandomStreams:
+    """One copy of torch's random state per stream (an arm; a stacked member), each from its
+    own start: stochastic layers draw in each stream what they would draw alone, and both arms
+    of a pair, started from one state, draw the same numbers."""
+
+    def __init__(self, starts: Mapping[str, RandomState], device: torch.device) -> None:
+        self.device = device
+        self.states = dict(starts)
 
     @contextmanager
-    def of(self, arm: Arm) -> Iterator[None]:
-        cpu, cuda = self.states[arm.name]
+    def of(self, stream: str) -> Iterator[None]:
+        cpu, cuda = self.states[stream]
         torch.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state(cuda, self.device)
         yield
-        self.states[arm.name] = self._get()
+        self.states[stream] = random_state(self.device)
+
+
+def shared_streams(arms: Sequence[Arm]) -> RandomStreams:
+    """A stream per arm, each from torch's random state now."""
+    device = model_device(arms[0].model)
+    return RandomStreams(dict.fromkeys((arm.name for arm in arms), random_state(device)), device)
 
 
 def _epoch(arm: Arm, epoch: int, update: bool) -> tuple[Tensor, list[Tensor]]:
@@ -145,11 +168,11 @@ def _restore(buffers: list[Tensor], saved: list[Tensor]) -> None:
         buffer.copy_(value)
 
 
-def _minibatch_record(arm: Arm, epoch: int, generators: _Generators,
+def _minibatch_record(arm: Arm, epoch: int, generators: RandomStreams,
                       ) -> tuple[Tensor, list[Tensor]]:
     model = arm.model
     assert isinstance(model, MiniBatched)
-    with generators.of(arm):
+    with generators.of(arm.name):
         if epoch > 0:
             return _epoch(arm, epoch - 1, update=True)
         buffers = list(model.buffers())
@@ -161,7 +184,7 @@ def _minibatch_record(arm: Arm, epoch: int, generators: _Generators,
 
 
 def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
-    generators = _Generators(arms)
+    generators = shared_streams(arms)
     for epoch in range(epochs + 1):
         metrics: dict[str, dict[str, float]] = {}
         diverged = []
@@ -172,7 +195,7 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
             if minibatched:
                 loss, grads = _minibatch_record(arm, epoch, generators)
             else:
-                with generators.of(arm):
+                with generators.of(arm.name):
                     loss = arm.model.loss()
             values = arm.model.metrics(loss)
             if not math.isfinite(values["loss"] if "loss" in values else loss.detach().item()):
@@ -180,12 +203,13 @@ def train(arms: Sequence[Arm], epochs: int) -> Iterator[Step]:
                 diverged.append(arm.name)
                 continue
             if arm.solution is not None:
-                values["distance_to_solution"] = _distance(arm)
+                values["distance_to_solution"] = distance(list(arm.model.parameters()),
+                                                          arm.solution)
             if not minibatched:
                 _backward(arm, loss)
                 grads = _loss_gradients(arm)
             values["lr"] = arm.optimizer.param_groups[0]["lr"]
-            measured = {**_gradient_metrics(arm, grads), **(
+            measured = {**gradient_metrics(grads, arm.decay.size()), **(
                 {} if arm.geometry is None else
                 arm.geometry.flush(arm.equilibrium_angle, last=epoch == epochs))}
             values.update((k, v) for k, v in measured.items() if math.isfinite(v))

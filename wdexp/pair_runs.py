@@ -285,12 +285,9 @@ def _reason(error: BaseException) -> str:
 
 
 @contextmanager
-def pair_run(spec: TrackingSpec, pair: RunSpec, arms: Mapping[str, RunSpec],
-             files: Mapping[str, str], figures: FigureSpec | None = None,
-             parent_id: str | None = None) -> Iterator[PairRun]:
-    """One pair run around a block that trains it: FINISHED when the block ends, FAILED or
+def pair_run(run: PairRun) -> Iterator[PairRun]:
+    """An open pair run around a block that trains it: FINISHED when the block ends, FAILED or
     KILLED (and the error raised on) when it raises; :attr:`PairRun.status` says which."""
-    run = PairRun(spec, pair, arms, files, figures, parent_id)
     try:
         yield run
     except BaseException as error:

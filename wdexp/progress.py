@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from wdexp.tracking.records import Step
+
+T = TypeVar("T")
 
 
 def _bar_class() -> Any:
@@ -29,8 +31,16 @@ def _bar_class() -> Any:
     return None
 
 
-def progress(steps: Iterator[Step], epochs: int, name: str) -> Iterator[Step]:
-    """``steps`` unchanged, drawn as a bar of ``epochs + 1`` steps where someone watches."""
+def losses(step: Step) -> dict[str, str]:
+    """A pair's bar shows each arm's current loss."""
+    return {f"{arm} loss": f"{values['loss']:.4g}" for arm, values in step.metrics.items()
+            if "loss" in values}
+
+
+def progress(steps: Iterator[T], epochs: int, name: str,
+             shown: Callable[[T], dict[str, str]] = losses) -> Iterator[T]:  # type: ignore[assignment]
+    """``steps`` unchanged, drawn as a bar of ``epochs + 1`` steps where someone watches,
+    with ``shown(step)`` beside it."""
     bar_class = _bar_class()
     if bar_class is None:
         yield from steps
@@ -38,7 +48,6 @@ def progress(steps: Iterator[Step], epochs: int, name: str) -> Iterator[Step]:
     with bar_class(total=epochs + 1, desc=name, unit="epoch", leave=False,
                    dynamic_ncols=True) as bar:
         for step in steps:
-            bar.set_postfix({f"{arm} loss": f"{values['loss']:.4g}"
-                             for arm, values in step.metrics.items()}, refresh=False)
+            bar.set_postfix(shown(step), refresh=False)
             bar.update(1)
             yield step

@@ -88,6 +88,20 @@ def close_unclosed(status: str = "FAILED") -> None:
         callback._close(status)
 
 
+def discard_unclosed() -> None:
+    """Delete every sweep run this process opened that nothing ran under yet: a launcher that
+    refuses a sweep before its first job leaves the store as it was."""
+    for callback in list(_UNCLOSED):
+        sweep, callback._open = callback._open, None
+        _UNCLOSED.discard(callback)
+        if sweep is None:
+            continue
+        try:
+            client.get().delete_sweep(sweep.spec, sweep.run_id)
+        finally:
+            sweep.folder.release()
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self._open: _OpenSweep | None = None

@@ -14,7 +14,9 @@ if __name__ == "__main__":
     _client.prestart()
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,7 +27,7 @@ import wdexp.figures  # noqa: F401
 from wdexp import engine, study
 from wdexp.config import ROOT, to_yaml
 from wdexp.lifecycle import job, run_main
-from wdexp.pair_runs import Outcome, describe, pair_run
+from wdexp.pair_runs import Outcome, PairRun, describe, pair_run
 from wdexp.progress import progress
 from wdexp.sweep_folder import sweep_run
 from wdexp.tracking import client
@@ -34,11 +36,35 @@ from wdexp.vocabulary import GROUPS
 log = logging.getLogger("wdexp")
 
 
-def run(cfg: DictConfig, labels: dict[str, str] | None = None,
-        overrides: Sequence[str] = (), sweep_dir: str | None = None,
-        job_num: int | None = None) -> Outcome:
-    """One paired comparison: its pair run's id and objective. Within a multirun,
-    ``sweep_dir`` finds the sweep run to nest the pair under and ``job_num`` is its job's."""
+@dataclass
+class Prepared:
+    """A job built and checked, its store open, no run created yet: what training it needs."""
+
+    study: study.Study
+    overrides: Sequence[str]
+    sweep_dir: str | None
+    job_num: int | None
+    random_state: engine.RandomState  # torch's, as the job's training starts from it
+
+    def open(self, arm_tags: Mapping[str, Mapping[str, str]] | None = None) -> PairRun:
+        """Open the job's pair run (nested under its sweep run, in a multirun); ``arm_tags``
+        adds tags to arm runs, by arm name."""
+        spec = self.study.job.tracking
+        sweep_id = sweep_run(spec, self.sweep_dir) if self.sweep_dir else None
+        pair, arms = describe(self.study, self.overrides, self.job_num)
+        arms = {name: replace(run, tags={**run.tags, **(arm_tags or {}).get(name, {})})
+                for name, run in arms.items()}
+        return PairRun(spec, pair, arms,
+                       files={"config.yaml": to_yaml(self.study.config),
+                              **self.study.artifacts()},
+                       figures=self.study.figure_spec(), parent_id=sweep_id)
+
+
+def prepare(cfg: DictConfig, labels: dict[str, str] | None = None,
+            overrides: Sequence[str] = (), sweep_dir: str | None = None,
+            job_num: int | None = None) -> Prepared | Outcome:
+    """Build and check the job, open its store: what training it needs, or the stored outcome
+    of the pair ``resume=true`` finds already finished."""
     tracker = client.ready()
     # The tracking process opens the store while build() imports torch.optim's compiler stack.
     arms = study.build(cfg, labels, checked=lambda job: tracker.start_connect(job.tracking))
@@ -47,25 +73,41 @@ def run(cfg: DictConfig, labels: dict[str, str] | None = None,
     if arms.job.resume and (done := tracker.find_finished_pair(spec, arms.config_hash)):
         log.info("skipped: this configuration already finished as pair run %s", done[0])
         return Outcome.stored(*done)
-    sweep_id = sweep_run(spec, sweep_dir) if sweep_dir else None
-    with pair_run(spec, *describe(arms, overrides, job_num),
-                  files={"config.yaml": to_yaml(arms.config), **arms.artifacts()},
-                  figures=arms.figure_spec(), parent_id=sweep_id) as record:
+    device = engine.model_device(arms.arms[0].model)
+    return Prepared(arms, overrides, sweep_dir, job_num, engine.random_state(device))
+
+
+def run(cfg: DictConfig, labels: dict[str, str] | None = None,
+        overrides: Sequence[str] = (), sweep_dir: str | None = None,
+        job_num: int | None = None) -> Outcome:
+    """One paired comparison: its pair run's id and objective. Within a multirun,
+    ``sweep_dir`` finds the sweep run to nest the pair under and ``job_num`` is its job's."""
+    prepared = prepare(cfg, labels, overrides, sweep_dir, job_num)
+    if isinstance(prepared, Outcome):
+        return prepared
+    arms = prepared.study
+    with pair_run(prepared.open()) as record:
         steps = engine.train(arms.arms, arms.job.epochs)
         for step in progress(steps, arms.job.epochs, arms.name):
             record.log_step(step)
     return record.outcome()
 
 
-def task(cfg: DictConfig) -> Outcome:
-    """The job in whatever mode Hydra runs it, its errors raised (:mod:`wdexp.api` runs this)."""
+def job_args() -> dict[str, Any]:
+    """What the running Hydra job tells :func:`run` and :func:`prepare` beyond its config: the
+    group choices as labels and, in a multirun, its overrides, sweep folder and number."""
     hydra_cfg = HydraConfig.get()
     choices = {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()
                if group in GROUPS and choice is not None}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    return run(cfg, labels=choices, overrides=hydra_cfg.overrides.task,
-               sweep_dir=hydra_cfg.sweep.dir if multirun else None,
-               job_num=hydra_cfg.job.num if multirun else None)
+    return {"labels": choices, "overrides": hydra_cfg.overrides.task,
+            "sweep_dir": hydra_cfg.sweep.dir if multirun else None,
+            "job_num": hydra_cfg.job.num if multirun else None}
+
+
+def task(cfg: DictConfig) -> Outcome:
+    """The job in whatever mode Hydra runs it, its errors raised (:mod:`wdexp.api` runs this)."""
+    return run(cfg, **job_args())
 
 
 def job_task(cfg: DictConfig) -> float:

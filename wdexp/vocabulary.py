@@ -56,6 +56,9 @@ FAILURE_TAG = "wdexp.failure"  # the one-line reason a run ended FAILED or KILLE
 # On a job's earlier attempt (a launcher's retry, a requeued task): the pair that replaced it.
 # Readers (wdexp.analysis) leave such pairs out: each job is seen once.
 SUPERSEDED_TAG = "wdexp.superseded_by"
+# hydra/launcher=stacked: the member an arm run is in its stack, "m3" or "m0 of 5 jobs" for a
+# baseline that several pairs share (its history logged under each of them).
+STACK_MEMBER_TAG = "wdexp.stack_member"
 
 # MLflow's "Source" of a run: the command that made it, ``wdexp.train <overrides>``. Type JOB,
 # because MLflow's UI shows a JOB source whole but a LOCAL one only after its last "/", which

@@ -1,0 +1,122 @@
+"""The stacked engine against each job's separate run, in memory: every record of every arm
+bit-identical (wdexp/stack.py), shared baselines, lanes, divergence, chunks and refusals."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from tests.conftest import compose_config
+from wdexp import engine, stack, study
+from wdexp.tracking.records import Step
+from wdexp.vocabulary import BASELINE, DECAY, ConfigError
+
+
+def _job(*overrides: str) -> stack.Job:
+    built = study.build(compose_config(*overrides))
+    return stack.Job(built, engine.random_state(torch.device("cpu")))
+
+
+def _records(steps: list[Step]) -> list[tuple]:
+    """Steps as comparable values: every float by its repr (exact, NaN equal to NaN)."""
+    return [(s.epoch, {arm: {k: repr(v) for k, v in values.items()}
+                       for arm, values in s.metrics.items()}, s.diverged) for s in steps]
+
+
+def _separate(*overrides: str) -> list[tuple]:
+    built = study.build(compose_config(*overrides))
+    return _records(list(engine.train(built.arms, built.job.epochs)))
+
+
+def _stacked(jobs: list[tuple[str, ...]]) -> tuple[list[list[tuple]], stack.Stack]:
+    trained = stack.Stack([_job(*overrides) for overrides in jobs])
+    per_job: list[list[Step]] = [[] for _ in jobs]
+    for steps in trained.train():
+        for kept, step in zip(per_job, steps, strict=True):
+            if step is not None:
+                kept.append(step)
+    return [_records(steps) for steps in per_job], trained
+
+
+def _grid(common: tuple[str, ...], decays: tuple[str, ...], seeds: tuple[int, ...],
+          ) -> list[tuple[str, ...]]:
+    return [(*common, f"optimizer.weight_decay={wd}", f"seed={seed}")
+            for seed, wd in itertools.product(seeds, decays)]
+
+
+def _assert_identical(jobs: list[tuple[str, ...]]) -> stack.Stack:
+    stacked, trained = _stacked(jobs)
+    for overrides, records in zip(jobs, stacked, strict=True):
+        assert records == _separate(*overrides), overrides
+    return trained
+
+
+def test_a_decay_and_seed_grid_is_bit_identical_to_separate_runs_with_one_baseline_per_seed():
+    # λ = 2000 diverges (|1 - η(2c + λ)| = 19 for lr 0.01): the others must not notice.
+    jobs = _grid(("epochs=80",), ("0", "0.01", "0.3", "2000"), (0, 1, 2))
+    stacked, trained = _stacked(jobs)
+    for overrides, records in zip(jobs, stacked, strict=True):
+        assert records == _separate(*overrides), overrides
+    # One baseline per seed (the λ = 0 decay arm is the same computation), one member per
+    # other (λ, seed): 3 + 3 x 3, all in one lane.
+    assert len(trained.members) == 12 and len(trained.lanes) == 1
+    assert {trained.shared(i)[BASELINE] for i in range(4)} == {"m0 of 4 jobs"}
+    diverged = [records for overrides, records in zip(jobs, stacked, strict=True)
+                if "optimizer.weight_decay=2000" in overrides]
+    for records in diverged:  # the decay arm stops where it diverged; its baseline goes on
+        [at] = [epoch for epoch, _, arms in records if arms == (DECAY,)]
+        assert 0 < at < 80 and len(records) == 81
+        assert all(set(metrics) == {BASELINE} for epoch, metrics, _ in records if epoch >= at)
+
+
+@pytest.mark.parametrize("common", [
+    ("optimizer=sgd_momentum", "optimizer.nesterov=true"),
+    ("optimizer=adam", "optimizer.lr=0.05"),
+    ("optimizer=adamw", "optimizer.lr=0.05", "scheduler=cosine"),
+    ("optimizer=sgd", "optimizer.decay_mode=decoupled", "scheduler=step",
+     "scheduler.step_size=7"),
+    ("optimizer=adam", "optimizer.decay_mode=independent", "scheduler=warmup_cosine",
+     "scheduler.warmup_steps=5"),
+    ("optimizer=adam", "optimizer.decay_mode=penalty"),
+    ("optimizer=sgd_momentum", "optimizer.decay_mode=coupled", "model=ridge", "model.bias=true"),
+    ("model=ridge", "model.dtype=float64", "model.n_features=20", "optimizer.momentum=0.5"),
+    ("model.dtype=float64", "optimizer.decay_mode=penalty", "model.coefficients=[0.5,2,3]"),
+], ids=["nesterov", "adam", "adamw-cosine", "decoupled-step", "independent-warmup",
+        "adam-penalty", "ridge-bias", "ridge-float64", "quadratic-float64-penalty"])
+def test_every_optimizer_decay_mode_and_schedule_is_bit_identical_to_separate_runs(common):
+    _assert_identical(_grid(("epochs=40", *common), ("0.01", "0.2", "1.5"), (0, 3)))
+
+
+def test_a_baseline_that_differs_beyond_decay_trains_in_a_lane_of_its_own():
+    jobs = _grid(("epochs=30", "arms.baseline.optimizer.lr=0.02"), ("0.01", "0.1"), (0, 1))
+    trained = _assert_identical(jobs)
+    assert len(trained.lanes) == 2 and len(trained.members) == 6
+
+
+def test_jobs_group_by_everything_but_seed_and_decay_and_chunk_by_members():
+    base = ("epochs=5",)
+    keys = {stack.group_key(_job(*base, f"seed={s}", f"optimizer.weight_decay={wd}").study)
+            for s, wd in itertools.product((0, 1), (0.1, 0.2))}
+    assert len(keys) == 1
+    assert stack.group_key(_job(*base, "optimizer.lr=0.02").study) not in keys
+    assert stack.group_key(_job("epochs=6").study) not in keys
+    jobs = [_job(*overrides) for overrides in _grid(base, ("0.1", "0.2", "0.3"), (0, 1))]
+    chunked = stack.chunks(jobs, 4)  # seed 0: 1 baseline + 3 decay arms; seed 1 the same
+    assert [len(chunk) for chunk in chunked] == [3, 3]
+    assert [len(chunk) for chunk in stack.chunks(jobs, 1)] == [1] * 6  # a job's own 2 arms
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (("model=mlp",), "model._target_"),
+    (("optimizer._target_=torch.optim.RMSprop",), "optimizer._target_"),
+    (("+optimizer.maximize=true",), "optimizer.maximize"),
+    (("+arms.baseline.optimizer._target_=torch.optim.Adagrad",),
+     "arms.baseline.optimizer._target_"),
+])
+def test_what_the_stack_cannot_train_exactly_is_refused_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError) as refused:
+        stack.check(_job("epochs=2", *overrides).study)
+    assert refused.value.key == key
+    assert "hydra/launcher=joblib" in str(refused.value)

@@ -1,0 +1,76 @@
+"""``hydra/launcher=stacked`` end to end: the run tree of any launcher, every step as the job's
+own run records it, resume per pair, and a sweep the stack cannot train refused before any run."""
+
+from __future__ import annotations
+
+import pytest
+
+import wdexp
+from tests.conftest import StoreReader, Trained, multirun, sweep_here
+from tests.test_sweep import assert_sweep_tree, sweep_summary
+from wdexp.vocabulary import STACK_MEMBER_TAG
+
+KEYS = ("loss", "w_1", "w_2", "weight_norm", "grad_norm", "decay_grad_ratio", "lr")
+
+
+def test_a_stacked_sweep_stores_the_run_tree_and_every_step_of_each_jobs_own_run(tmp_path,
+                                                                                   store_uri):
+    # λ = 2000 diverges at lr 0.01; seeds 0 and 1 share one baseline each among 3 jobs.
+    result = multirun("hydra/launcher=stacked", "optimizer.weight_decay=0.01,0.1,2000",
+                      "seed=0,1", "epochs=40", tmp_path=tmp_path, store_uri=store_uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stacking 6 jobs: 8 members in 1 lanes" in result.stdout
+    reader = StoreReader(store_uri)
+    sweep, pairs = assert_sweep_tree(reader, 6)
+    summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
+    assert (summary["decay.diverged"] == (summary["optimizer.weight_decay"] == 2000)).all()
+    for pair in pairs:
+        params = pair.data.params
+        expected = Trained(f"optimizer.weight_decay={params['optimizer.weight_decay']}",
+                           f"seed={params['seed']}", "epochs=40")
+        arms = reader.arms(pair.info.run_id)
+        assert arms["baseline"].data.tags[STACK_MEMBER_TAG].endswith(" of 3 jobs")
+        for arm, run in arms.items():
+            for key in KEYS:
+                assert reader.history(run.info.run_id, key) == expected.history(arm, key), (
+                    pair.info.run_name, arm, key)
+        diverged = params["optimizer.weight_decay"] == "2000"
+        assert arms["decay"].data.tags["wdexp.diverged"] == str(diverged).lower()
+        assert arms["baseline"].data.tags["wdexp.diverged"] == "false"
+        assert {f.path for f in reader.client.list_artifacts(pair.info.run_id, "figures")}
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_pairs_and_stacks_only_the_rest(tmp_path, store_uri, capfd):
+    sweep_here("optimizer.weight_decay=0.01", "seed=0,1", "epochs=3", "resume=true",
+               tmp_path=tmp_path, store_uri=store_uri, launcher="stacked")
+    before = {r.info.run_id for r in StoreReader(store_uri).runs("pair")}
+    capfd.readouterr()
+    extended = sweep_here("optimizer.weight_decay=0.01,0.1", "seed=0,1", "epochs=3",
+                          "resume=true", tmp_path=tmp_path, store_uri=store_uri,
+                          launcher="stacked")
+    out = capfd.readouterr().out
+    assert out.count("skipped: this configuration already finished") == 2
+    assert "stacking 2 jobs: 4 members in 1 lanes" in out
+    reader = StoreReader(store_uri)
+    new = [r for r in reader.runs("pair") if r.info.run_id not in before]
+    assert sorted((r.data.params["optimizer.weight_decay"], r.data.params["seed"])
+                  for r in new) == [("0.1", "0"), ("0.1", "1")]
+    assert {r.data.tags["mlflow.parentRunId"] for r in new} == {extended.run_id}
+    assert extended.status == "FINISHED" and len(extended.table) == 2
+
+
+@pytest.mark.parametrize(("overrides", "line"), [
+    (("model=mlp",), "wdexp: model._target_ must be a full-batch model with its own loss "
+     "(quadratic, ridge, …) for hydra/launcher=stacked so far; use hydra/launcher=joblib (or "
+     "the default launcher) for it (got 'wdexp.models.MLP')"),
+    (("hydra.launcher.max_members=0",), "wdexp: hydra.launcher.max_members must be a positive "
+     "integer (got 0)"),
+])
+def test_a_sweep_the_stack_cannot_train_is_refused_in_one_line_before_any_run(
+        tmp_path, store_uri, overrides, line):
+    with pytest.raises(wdexp.WdexpError) as refused:
+        sweep_here("optimizer.weight_decay=0.01,0.1", "epochs=3", *overrides,
+                   tmp_path=tmp_path, store_uri=store_uri, launcher="stacked")
+    assert str(refused.value) == line
+    assert StoreReader(store_uri).runs() == []

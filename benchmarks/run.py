@@ -104,6 +104,12 @@ def cases(smoke: bool) -> list[Case]:
              wdexp("-m", f"epochs={sweep}", f"optimizer.weight_decay={decays}"),
              tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.15,
              rounds=MULTIRUN_ROUNDS),
+        # The same sweep as one stacked model in one process (wdexp/stack.py).
+        Case(f"{n} values x {sweep} epochs, hydra/launcher=stacked / tutorial multirun",
+             wdexp("-m", "hydra/launcher=stacked", f"epochs={sweep}",
+                   f"optimizer.weight_decay={decays}"),
+             tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.1,
+             rounds=MULTIRUN_ROUNDS),
         # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
         # (smoke: one command for both, a process less; nothing is judged)
         Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",

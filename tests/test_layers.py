@@ -22,12 +22,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config edge", ("wdexp.config",)),
     ("science", ("wdexp.closed_form", "wdexp.decay", "wdexp.models", "wdexp.data",
                  "wdexp.optimizers", "wdexp.schedules", "wdexp.geometry", "wdexp.arms",
-                 "wdexp.study", "wdexp.engine")),
+                 "wdexp.study", "wdexp.engine", "wdexp.stack")),
     ("results", ("wdexp.analysis", "wdexp.figures", "wdexp.results")),
     ("application", ("wdexp.pair_runs", "wdexp.progress", "wdexp.lifecycle", "wdexp.search",
-                     "wdexp.sweep_folder", "wdexp.launch", "wdexp.lost_jobs",
-                     "wdexp.sweep_runs", "wdexp.api", "wdexp.train", "wdexp.report", "wdexp.ui",
-                     "wdexp.cli")),
+                     "wdexp.sweep_folder", "wdexp.launch", "wdexp.stacked_launch",
+                     "wdexp.lost_jobs", "wdexp.sweep_runs", "wdexp.api", "wdexp.train",
+                     "wdexp.report", "wdexp.ui", "wdexp.cli")),
 ]
 
 
@@ -109,7 +109,7 @@ def test_tracking_process_loads_no_torch_hydra_or_application_module():
 def test_the_launcher_plugins_import_quietly_without_the_launchers_extra():
     """Hydra imports every module under hydra_plugins at each start and warns about any that
     fails: without hydra-joblib-launcher and hydra-submitit-launcher, wdexp's launcher modules
-    import and define no launcher."""
+    import and define no launcher of theirs (the stacked launcher needs neither)."""
     code = """
 import sys, warnings
 for name in ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"):
@@ -128,5 +128,6 @@ print(sorted(n for n in names if "wdexp" in n))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]", done.stdout
+    assert done.stdout.strip() == "['hydra_plugins.wdexp_launchers.stacked_launcher']", (
+        done.stdout)
     assert "wdexp_launchers" not in done.stderr, done.stderr

@@ -172,6 +172,28 @@ def test_ctrl_c_in_a_joblib_sweep_leaves_no_run_running(tmp_path, store_uri):
     assert [a.path for a in reader.client.list_artifacts(sweep.info.run_id)] == ["summary.csv"]
 
 
+def test_ctrl_c_in_a_stacked_sweep_ends_every_open_pair_killed_with_all_trained_steps(
+        tmp_path, store_uri):
+    proc = start(f"tracking.uri={store_uri}", "optimizer.weight_decay=0.01,0.1", "seed=0,1",
+                 "hydra/launcher=stacked", LONG, tmp_path=tmp_path, multirun=True)
+    training_metrics(store_uri, proc, pairs=4)
+    os.killpg(proc.pid, signal.SIGINT)
+    output, took = proc.finish(timeout=60)
+    assert proc.returncode == 130, output
+    assert took < 10, f"{took:.1f} s"
+    assert "Traceback" not in output
+    assert set(statuses(store_uri).values()) == {"KILLED"}
+    reader = StoreReader(store_uri)
+    ended = dict(re.findall(r"pair run (\w+) ended KILLED after step (\d+)", output))
+    assert len(ended) == 4 == len(reader.runs("pair"))
+    for pair_id, last in ended.items():  # every pair: each of its arms holds steps 0..last
+        for arm in reader.arms(pair_id).values():
+            steps = [step for step, _ in reader.history(arm.info.run_id, "loss")]
+            assert steps == list(range(int(last) + 1))
+    (sweep,) = reader.runs("sweep")
+    assert [a.path for a in reader.client.list_artifacts(sweep.info.run_id)] == ["summary.csv"]
+
+
 # --- stores that fail ------------------------------------------------------------------------
 
 @pytest.fixture

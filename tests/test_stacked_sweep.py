@@ -3,6 +3,7 @@ own run records it, resume per pair, and a sweep the stack cannot train refused 
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 import wdexp
@@ -13,6 +14,7 @@ from wdexp.vocabulary import STACK_MEMBER_TAG
 KEYS = ("loss", "w_1", "w_2", "weight_norm", "grad_norm", "decay_grad_ratio", "lr")
 
 
+@pytest.mark.slow
 def test_a_stacked_sweep_stores_the_run_tree_and_every_step_of_each_jobs_own_run(tmp_path,
                                                                                    store_uri):
     # λ = 2000 diverges at lr 0.01; seeds 0 and 1 share one baseline each among 3 jobs.
@@ -74,3 +76,21 @@ def test_a_sweep_the_stack_cannot_train_is_refused_in_one_line_before_any_run(
                    tmp_path=tmp_path, store_uri=store_uri, launcher="stacked")
     assert str(refused.value) == line
     assert StoreReader(store_uri).runs() == []
+
+
+@pytest.mark.slow
+def test_an_optuna_search_stacks_each_batch_of_trials(tmp_path, store_uri, capfd):
+    result = sweep_here("hydra/sweeper=optuna", "optimizer.weight_decay=interval(0, 0.5)",
+                        "hydra.sweeper.n_jobs=3", "hydra.sweeper.n_trials=6", "epochs=50",
+                        tmp_path=tmp_path, store_uri=store_uri, launcher="stacked")
+    assert capfd.readouterr().out.count("stacking 3 jobs: 4 members in 1 lanes") == 2
+    reader = StoreReader(store_uri)
+    pairs = {run.info.run_id: run for run in reader.runs("pair")}
+    trials = reader.client.download_artifacts(result.run_id, "trials.csv", str(tmp_path))
+    trials = pd.read_csv(trials)
+    assert list(trials["state"]) == ["COMPLETE"] * 6 and len(pairs) == 6
+    for trial in trials.to_dict("records"):
+        pair = pairs[trial["user_attrs_pair_run_id"]]
+        assert trial["value"] == pair.data.metrics["decay.final_loss"]
+        assert float(pair.data.params["optimizer.weight_decay"]) == trial[
+            "params_optimizer.weight_decay"]

@@ -21,7 +21,7 @@ def test_a_stacked_sweep_stores_the_run_tree_and_every_step_of_each_jobs_own_run
     result = multirun("hydra/launcher=stacked", "optimizer.weight_decay=0.01,0.1,2000",
                       "seed=0,1", "epochs=40", tmp_path=tmp_path, store_uri=store_uri)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "stacking 6 jobs: 8 members in 1 lanes" in result.stdout
+    assert "stacking 6 jobs: 8 members in 1 lane" in result.stdout
     reader = StoreReader(store_uri)
     sweep, pairs = assert_sweep_tree(reader, 6)
     summary = sweep_summary(reader, sweep.info.run_id, tmp_path)
@@ -53,7 +53,7 @@ def test_resume_skips_finished_pairs_and_stacks_only_the_rest(tmp_path, store_ur
                           launcher="stacked")
     out = capfd.readouterr().out
     assert out.count("skipped: this configuration already finished") == 2
-    assert "stacking 2 jobs: 4 members in 1 lanes" in out
+    assert "stacking 2 jobs: 4 members in 1 lane" in out
     reader = StoreReader(store_uri)
     new = [r for r in reader.runs("pair") if r.info.run_id not in before]
     assert sorted((r.data.params["optimizer.weight_decay"], r.data.params["seed"])
@@ -83,7 +83,7 @@ def test_an_optuna_search_stacks_each_batch_of_trials(tmp_path, store_uri, capfd
     result = sweep_here("hydra/sweeper=optuna", "optimizer.weight_decay=interval(0, 0.5)",
                         "hydra.sweeper.n_jobs=3", "hydra.sweeper.n_trials=6", "epochs=50",
                         tmp_path=tmp_path, store_uri=store_uri, launcher="stacked")
-    assert capfd.readouterr().out.count("stacking 3 jobs: 4 members in 1 lanes") == 2
+    assert capfd.readouterr().out.count("stacking 3 jobs: 4 members in 1 lane") == 2
     reader = StoreReader(store_uri)
     pairs = {run.info.run_id: run for run in reader.runs("pair")}
     trials = reader.client.download_artifacts(result.run_id, "trials.csv", str(tmp_path))
@@ -94,3 +94,17 @@ def test_an_optuna_search_stacks_each_batch_of_trials(tmp_path, store_uri, capfd
         assert trial["value"] == pair.data.metrics["decay.final_loss"]
         assert float(pair.data.params["optimizer.weight_decay"]) == trial[
             "params_optimizer.weight_decay"]
+
+
+def test_a_job_with_a_bad_value_fails_alone_and_the_others_stack(tmp_path, store_uri, capfd):
+    result = sweep_here("optimizer.lr=0.01,-1", "epochs=5", tmp_path=tmp_path,
+                        store_uri=store_uri, launcher="stacked")
+    assert result.status == "FAILED" and len(result.table) == 1
+    out = capfd.readouterr().out
+    assert "wdexp: optimizer.lr must be a finite number > 0 (got -1)" in out
+    assert "wdexp: 1 of 2 jobs did not finish (#1: their lines are above)" in out
+    assert "stacking 1 job: 2 members in 1 lane" in out
+    reader = StoreReader(store_uri)
+    (pair,) = reader.runs("pair")
+    (sweep,) = reader.runs("sweep")
+    assert pair.info.status == "FINISHED" and sweep.info.status == "FAILED"

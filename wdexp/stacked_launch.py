@@ -108,8 +108,8 @@ def _train(trained: stack.Stack, prepared: list[train.Prepared],
            results: list[JobReturn]) -> None:
     """Train one chunk; each job's result becomes its pair's objective, or its error."""
     runs: list[PairRun] = []
-    log.info("stacking %d jobs: %d members in %d lanes", len(prepared), len(trained.members),
-             len(trained.lanes))
+    log.info("stacking %s: %s in %s", _count(len(prepared), "job"),
+             _count(len(trained.members), "member"), _count(len(trained.lanes), "lane"))
     try:
         for i, job_ in enumerate(prepared):
             runs.append(job_.open({arm: {STACK_MEMBER_TAG: member}
@@ -132,6 +132,10 @@ def _train(trained: stack.Stack, prepared: list[train.Prepared],
             result.return_value = run.finish().value
         except Exception as error:
             _failed([result], error)
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def _failed(results: list[JobReturn], error: Exception) -> None:

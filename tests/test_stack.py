@@ -4,6 +4,7 @@ bit-identical (wdexp/stack.py), shared baselines, lanes, divergence, chunks and 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,15 +109,68 @@ def test_jobs_group_by_everything_but_seed_and_decay_and_chunk_by_members():
     assert [len(chunk) for chunk in stack.chunks(jobs, 1)] == [1] * 6  # a job's own 2 arms
 
 
+OWN = Path(__file__).resolve().parent / "own_model"
+
+
 @pytest.mark.parametrize(("overrides", "key"), [
-    (("model=mlp",), "model._target_"),
+    (("model=tiny_net", "model.dropout=0.5", f"hydra.searchpath=[file://{OWN}/conf]"),
+     "model._target_"),
     (("optimizer._target_=torch.optim.RMSprop",), "optimizer._target_"),
     (("+optimizer.maximize=true",), "optimizer.maximize"),
     (("+arms.baseline.optimizer._target_=torch.optim.Adagrad",),
      "arms.baseline.optimizer._target_"),
 ])
-def test_what_the_stack_cannot_train_exactly_is_refused_naming_the_key(overrides, key):
+def test_what_the_stack_cannot_train_exactly_is_refused_naming_the_key(overrides, key,
+                                                                     monkeypatch):
+    monkeypatch.syspath_prepend(str(OWN))
     with pytest.raises(ConfigError) as refused:
         stack.check(_job("epochs=2", *overrides).study)
     assert refused.value.key == key
     assert "hydra/launcher=joblib" in str(refused.value)
+
+
+# --- networks: batched over members, equal to separate runs to rounding ---------------------
+
+def _relative_gap(jobs: list[tuple[str, ...]], keys: tuple[str, ...]) -> float:
+    """The largest relative difference, over every job, arm, step and key, between the
+    stacked records and the separate run's."""
+    trained = stack.Stack([_job(*overrides) for overrides in jobs])
+    per_job: list[list[Step]] = [[] for _ in jobs]
+    for steps in trained.train():
+        for kept, step in zip(per_job, steps, strict=True):
+            if step is not None:
+                kept.append(step)
+    gap = 0.0
+    for overrides, steps in zip(jobs, per_job, strict=True):
+        built = study.build(compose_config(*overrides))
+        alone = list(engine.train(built.arms, built.job.epochs))
+        assert [s.epoch for s in steps] == [s.epoch for s in alone]
+        for mine, theirs in zip(steps, alone, strict=True):
+            assert mine.metrics.keys() == theirs.metrics.keys() and mine.diverged == theirs.diverged
+            for arm, values in theirs.metrics.items():
+                assert mine.metrics[arm].keys() == values.keys(), arm
+                for key in keys:
+                    a, b = mine.metrics[arm][key], values[key]
+                    gap = max(gap, abs(a - b) / max(abs(b), 1e-300))
+    return gap
+
+
+NET_KEYS = ("loss", "test_loss", "weight_norm", "grad_norm", "decay_grad_ratio", "lr")
+
+
+@pytest.mark.parametrize("common", [
+    ("model=mlp", "model.dtype=float64", "data.batch_size=null", "optimizer=sgd_momentum"),
+    ("model=bn_mlp", "model.dtype=float64", "optimizer=adamw", "optimizer.lr=0.01",
+     "data.fraction=0.2"),
+    ("model=mlp", "model.dtype=float64", "optimizer=adam", "optimizer.decay_mode=penalty",
+     "data.fraction=0.2", "scheduler=cosine"),
+], ids=["mlp-full-batch-momentum", "bn_mlp-minibatch-adamw", "mlp-minibatch-adam-penalty"])
+def test_a_network_grid_agrees_with_separate_runs_to_float64_rounding(common):
+    jobs = _grid(("epochs=4", *common), ("0.01", "0.3"), (0, 1))
+    assert _relative_gap(jobs, (*NET_KEYS, "test_accuracy")) < 1e-10
+
+
+def test_float32_networks_end_within_rounding_of_separate_runs():
+    jobs = _grid(("epochs=3", "model=mlp", "optimizer=adamw", "optimizer.lr=0.01",
+                  "data.fraction=0.3"), ("0.1",), (0, 1))
+    assert _relative_gap(jobs, ("loss", "test_loss", "weight_norm")) < 1e-4

@@ -39,6 +39,7 @@ steps, / the prediction.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -118,6 +119,13 @@ class Geometry:
         # (effective lr, grad/weight, cosine) means.
         self._before: list[tuple[Tensor, Tensor]] = []
         self._pending: list[Tensor] = []
+
+    def over(self, layers: Sequence[tuple[str, Tensor]]) -> Geometry:
+        """A fresh geometry with these settings over other tensors of the same layers (a
+        stacked member's rows, :mod:`wdexp.stack`)."""
+        twin = copy.copy(self)
+        twin.layers = list(layers)
+        return twin
 
     def measures(self) -> bool:
         """Whether the coming optimizer step is one to measure."""

@@ -1,0 +1,153 @@
+"""Records of a lane of networks on a data set: every member's forward and backward in one
+batched computation (``torch.func.vmap`` over ``functional_call``), each on its own
+mini-batches, BatchNorm's running statistics stacked as the parameters are.
+
+A batched matrix product rounds in another order than one member's own, so a member agrees with
+its separate run to rounding, which training then carries on: bounded in tests/test_stack.py
+(float64: relative 1e-10 over tens of steps; float32: the final test metrics)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from wdexp.models.supervised import MiniBatchSupervised, Supervised
+from wdexp.stack.lane import Lane
+
+
+def _flat(stacked: Tensor) -> Tensor:
+    """(members, ...) → (members, n): each member's values in a row."""
+    return stacked.reshape(len(stacked), -1)
+
+
+def _model(lane: Lane) -> Supervised:
+    model = lane.members[0].arm.model
+    assert isinstance(model, Supervised)
+    return model
+
+
+def _outputs(lane: Lane, x: Tensor, batched: bool) -> Tensor:
+    """Every member's net on ``x`` (one input for all, or one per member)."""
+    def forward(params: dict[str, Tensor], buffers: dict[str, Tensor], inputs: Tensor) -> Tensor:
+        return functional_call(lane.module, (params, buffers), (inputs,))
+
+    return vmap(forward, in_dims=(0, 0, 0 if batched else None))(lane.params, lane.buffers, x)
+
+
+def _losses(lane: Lane, outputs: Tensor, targets: Tensor, batched: bool) -> Tensor:
+    return vmap(_model(lane).objective, in_dims=(0, 0 if batched else None))(outputs, targets)
+
+
+def _penalties(lane: Lane) -> Tensor | None:
+    if lane.mode != "penalty" or not lane.decayed:
+        return None
+    decays = torch.tensor([m.weight_decay for m in lane.members], dtype=torch.float64).to(
+        lane.params[lane.decayed[0]].dtype)
+    squares = sum(_flat(lane.params[name].pow(2)).sum(dim=1) for name in lane.decayed)
+    return decays / 2 * squares
+
+
+def _pass(lane: Lane, epoch: int, update: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """One pass over each member's mini-batches of ``epoch`` (or the full batch): the mean
+    loss per member and the mean loss gradients, stacked; with ``update``, a step after each."""
+    model = _model(lane)
+    data = model.data
+    if isinstance(model, MiniBatchSupervised):
+        orders = [m.arm.model.batch_indices(epoch) for m in lane.members]  # type: ignore[union-attr]
+        batches = [torch.stack(parts) for parts in zip(*orders, strict=True)]
+    else:
+        batches = [None]
+    total, sums = None, {}
+    for index in batches:
+        lane.optimizer.zero_grad()
+        x, y = (data.x_train, data.y_train) if index is None else (data.x_train[index],
+                                                                    data.y_train[index])
+        batched = index is not None
+        losses = _losses(lane, _outputs(lane, x, batched), y, batched)
+        penalties = _penalties(lane)
+        (losses if penalties is None else losses + penalties).sum().backward()
+        grads = lane.loss_grads()
+        total = losses.detach() if total is None else total + losses.detach()
+        sums = ({name: g.clone() for name, g in grads.items()} if not sums else
+                {name: sums[name] + grads[name] for name in sums})
+        if update:
+            lane.step(grads)
+    assert total is not None
+    return total / len(batches), {name: s / len(batches) for name, s in sums.items()}
+
+
+@torch.no_grad()
+def _test_metrics(lane: Lane, losses: Tensor) -> tuple[list[str], Tensor]:
+    """What :meth:`Supervised.metrics` logs, for every member: names and an (n, members)
+    tensor."""
+    model = _model(lane)
+    data = model.data
+    lane.module.eval()
+    try:
+        outputs = _outputs(lane, data.x_test, batched=False)
+    finally:
+        lane.module.train()
+    values = [losses.detach(), _losses(lane, outputs, data.y_test, batched=False)]
+    names = ["loss", "test_loss"]
+    if model.task.classes is not None:
+        values.append((outputs.argmax(dim=2) == data.y_test).to(losses.dtype).mean(dim=1))
+        names.append("test_accuracy")
+    norms = torch.stack([torch.linalg.vector_norm(_flat(lane.params[name]), dim=1)
+                         for name in lane.names]).to(losses.dtype)
+    stacked = torch.cat([torch.stack([v.to(losses.dtype) for v in values]),
+                         torch.linalg.vector_norm(norms, dim=0).unsqueeze(0), norms])
+    return [*names, "weight_norm", *(f"norm.{name}" for name in lane.names)], stacked
+
+
+def _gradient_columns(lane: Lane, grads: dict[str, Tensor]) -> Tensor:
+    """(2, members): each member's ``grad_norm`` and ‖λθ‖ over its decayed parameters."""
+    def norms(tensors: dict[str, Tensor], names: list[str]) -> Tensor:
+        if not names:
+            return torch.zeros(len(lane.members))
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(
+            _flat(tensors[name].detach()), dim=1) for name in names]), dim=0)
+
+    decays = torch.tensor([m.weight_decay for m in lane.members], dtype=torch.float64)
+    grad_norm = norms(grads, lane.names)
+    size = decays.to(grad_norm) * norms(lane.params, lane.decayed).to(grad_norm)
+    return torch.stack([grad_norm, size])
+
+
+def record(lane: Lane, epoch: int, update_first: bool,
+           ) -> tuple[dict[str, dict[str, float]], set[str]]:
+    """Each live member's record of this epoch and the members that diverged at it. A
+    mini-batch lane trains epoch ``epoch - 1`` here (``update_first``), as the engine does;
+    a full-batch lane's step follows the record (:meth:`Lane.step`)."""
+    minibatched = isinstance(_model(lane), MiniBatchSupervised)
+    if minibatched and not update_first:
+        saved = {name: b.clone() for name, b in lane.buffers.items()}
+        losses, grads = _pass(lane, 0, update=False)  # step 0: what epoch 0's batches see
+        with torch.no_grad():
+            for name, buffer in saved.items():
+                lane.buffers[name].copy_(buffer)
+    else:
+        losses, grads = _pass(lane, max(epoch - 1, 0) if minibatched else epoch,
+                              update=minibatched)
+    names, values = _test_metrics(lane, losses)
+    gradient = _gradient_columns(lane, grads)
+    table = torch.cat([values, gradient]).T.tolist()
+    records, diverged = {}, set()
+    for member, row in zip(lane.members, table, strict=True):
+        if member.diverged_at is not None:
+            continue
+        if not math.isfinite(row[0]):
+            member.diverged_at = epoch
+            diverged.add(member.name)
+            continue
+        *metrics, grad_norm, size = row
+        record_: dict[str, Any] = dict(zip(names, metrics, strict=True))
+        record_["lr"] = lane.lr
+        ratio = size / grad_norm if grad_norm else (0.0 if not size else math.inf)
+        record_.update((k, v) for k, v in (("grad_norm", grad_norm), ("decay_grad_ratio", ratio))
+                       if math.isfinite(v))
+        records[member.name] = record_
+    return records, diverged

@@ -91,6 +91,10 @@ def cases(smoke: bool) -> list[Case]:
     decays = "0.01" if smoke else WEIGHT_DECAYS
     n = len(decays.split(","))
     team = "0" if smoke else TEAM_DECAYS  # smoke: one job, on a worker as in the full row
+    help_decays, help_seeds, help_epochs = (1, 2, 1) if smoke else (3, 10, 30)
+    does_decay_help = ("-m", "+experiment=does_decay_help", f"epochs={help_epochs}",
+                       f"seed=range({help_seeds})",
+                       *(("optimizer.weight_decay=0.1",) if smoke else ()))
     team_sweep = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"epochs={sweep}",
                   f"optimizer.weight_decay={team}")
     return [
@@ -110,6 +114,12 @@ def cases(smoke: bool) -> list[Case]:
                    f"optimizer.weight_decay={decays}"),
              tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.1,
              rounds=MULTIRUN_ROUNDS),
+        # does_decay_help's shape, stacked against two joblib workers (the experiment's own).
+        Case(f"{help_decays} x {help_seeds} seeds x {help_epochs}-epoch MNIST-1D MLP, "
+             "hydra/launcher=stacked / joblib n_jobs=2",
+             wdexp(*does_decay_help, "hydra/launcher=stacked"),
+             wdexp(*does_decay_help, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), 0.2,
+             rounds=1),
         # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
         # (smoke: one command for both, a process less; nothing is judged)
         Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",

@@ -108,3 +108,23 @@ def test_a_job_with_a_bad_value_fails_alone_and_the_others_stack(tmp_path, store
     (pair,) = reader.runs("pair")
     (sweep,) = reader.runs("sweep")
     assert pair.info.status == "FINISHED" and sweep.info.status == "FAILED"
+
+
+def test_a_stacked_network_sweep_stores_every_pair_close_to_its_own_run(tmp_path, store_uri):
+    common = ("model=mlp", "data.fraction=0.1", "epochs=2")
+    result = sweep_here(*common, "optimizer.weight_decay=0.01,0.1", "seed=0,1",
+                        tmp_path=tmp_path, store_uri=store_uri, launcher="stacked")
+    assert result.status == "FINISHED" and len(result.table) == 4
+    reader = StoreReader(store_uri)
+    for pair in reader.runs("pair"):
+        params = pair.data.params
+        expected = Trained(*common, f"optimizer.weight_decay={params['optimizer.weight_decay']}",
+                           f"seed={params['seed']}")
+        for arm, run in reader.arms(pair.info.run_id).items():
+            for key in ("loss", "test_loss", "test_accuracy", "weight_norm"):
+                got = reader.history(run.info.run_id, key)
+                want = expected.history(arm, key)
+                assert [s for s, _ in got] == [s for s, _ in want] == [0, 1, 2]
+                assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-4), (
+                    arm, key)
+        assert {f.path for f in reader.client.list_artifacts(pair.info.run_id, "figures")}

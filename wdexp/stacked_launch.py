@@ -6,7 +6,7 @@ checked and built, its store opened, ``resume=true`` skipping a finished pair â€
 trains and no run is created. If any job asks for what the stack cannot train exactly, the
 sweep is refused with one line naming the key (exit 2) and its sweep run deleted: the store is
 as it was. Then the jobs that differ only in ``seed`` and ``optimizer.weight_decay`` (and in
-what the baseline arm changes) train together, in chunks of at most
+``data.batch_seed`` and what the baseline arm changes) train together, in chunks of at most
 ``hydra.launcher.max_members`` members, one chunk after another: each job's pair run and arm runs
 as its own job would write them, the arm runs tagged with the member they are
 (``wdexp.stack_member``; a baseline shared by several jobs says so).

@@ -164,7 +164,9 @@ NET_KEYS = ("loss", "test_loss", "weight_norm", "grad_norm", "decay_grad_ratio",
      "data.fraction=0.2"),
     ("model=mlp", "model.dtype=float64", "optimizer=adam", "optimizer.decay_mode=penalty",
      "data.fraction=0.2", "scheduler=cosine"),
-], ids=["mlp-full-batch-momentum", "bn_mlp-minibatch-adamw", "mlp-minibatch-adam-penalty"])
+    ("model=cnn", "model.dtype=float64", "data.fraction=0.05", "optimizer=sgd_momentum"),
+], ids=["mlp-full-batch-momentum", "bn_mlp-minibatch-adamw", "mlp-minibatch-adam-penalty",
+        "cnn-minibatch"])
 def test_a_network_grid_agrees_with_separate_runs_to_float64_rounding(common):
     jobs = _grid(("epochs=4", *common), ("0.01", "0.3"), (0, 1))
     assert _relative_gap(jobs, (*NET_KEYS, "test_accuracy")) < 1e-10

@@ -26,18 +26,28 @@ def _records(steps: list[Step]) -> list[tuple]:
                        for arm, values in s.metrics.items()}, s.diverged) for s in steps]
 
 
-def _separate(*overrides: str) -> list[tuple]:
+def _alone(*overrides: str) -> list[Step]:
     built = study.build(compose_config(*overrides))
-    return _records(list(engine.train(built.arms, built.job.epochs)))
+    return list(engine.train(built.arms, built.job.epochs))
 
 
-def _stacked(jobs: list[tuple[str, ...]]) -> tuple[list[list[tuple]], stack.Stack]:
+def _separate(*overrides: str) -> list[tuple]:
+    return _records(_alone(*overrides))
+
+
+def _stacked_steps(jobs: list[tuple[str, ...]]) -> tuple[list[list[Step]], stack.Stack]:
+    """Each job's steps as the stack yields them, and the stack."""
     trained = stack.Stack([_job(*overrides) for overrides in jobs])
     per_job: list[list[Step]] = [[] for _ in jobs]
     for steps in trained.train():
         for kept, step in zip(per_job, steps, strict=True):
             if step is not None:
                 kept.append(step)
+    return per_job, trained
+
+
+def _stacked(jobs: list[tuple[str, ...]]) -> tuple[list[list[tuple]], stack.Stack]:
+    per_job, trained = _stacked_steps(jobs)
     return [_records(steps) for steps in per_job], trained
 
 
@@ -134,16 +144,10 @@ def test_what_the_stack_cannot_train_exactly_is_refused_naming_the_key(overrides
 def _relative_gap(jobs: list[tuple[str, ...]], keys: tuple[str, ...]) -> float:
     """The largest relative difference, over every job, arm, step and key, between the
     stacked records and the separate run's."""
-    trained = stack.Stack([_job(*overrides) for overrides in jobs])
-    per_job: list[list[Step]] = [[] for _ in jobs]
-    for steps in trained.train():
-        for kept, step in zip(per_job, steps, strict=True):
-            if step is not None:
-                kept.append(step)
+    per_job, _ = _stacked_steps(jobs)
     gap = 0.0
     for overrides, steps in zip(jobs, per_job, strict=True):
-        built = study.build(compose_config(*overrides))
-        alone = list(engine.train(built.arms, built.job.epochs))
+        alone = _alone(*overrides)
         assert [s.epoch for s in steps] == [s.epoch for s in alone]
         for mine, theirs in zip(steps, alone, strict=True):
             assert mine.metrics.keys() == theirs.metrics.keys() and mine.diverged == theirs.diverged

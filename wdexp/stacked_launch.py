@@ -127,11 +127,15 @@ def _train(trained: stack.Stack, prepared: list[train.Prepared],
             raise
         _failed(results, error)
         return
-    for run, result in zip(runs, results, strict=True):
+    for done, (run, result) in enumerate(zip(runs, results, strict=True)):
         try:
             result.return_value = run.finish().value
         except Exception as error:
             _failed([result], error)
+        except BaseException as stop:  # a stop signal: the pairs not yet closed end with it
+            for later in runs[done + 1:]:
+                later.end(stop)
+            raise
 
 
 def _count(n: int, thing: str) -> str:

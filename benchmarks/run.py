@@ -91,7 +91,8 @@ def cases(smoke: bool) -> list[Case]:
     decays = "0.01" if smoke else WEIGHT_DECAYS
     n = len(decays.split(","))
     team = "0" if smoke else TEAM_DECAYS  # smoke: one job, on a worker as in the full row
-    help_decays, help_seeds, help_epochs = (1, 2, 1) if smoke else (3, 10, 30)
+    # smoke: 2 jobs of 1 epoch, one joblib worker (a process less; nothing is judged)
+    help_decays, help_seeds, help_epochs, help_workers = (1, 2, 1, 1) if smoke else (3, 10, 30, 2)
     does_decay_help = ("-m", "+experiment=does_decay_help", f"epochs={help_epochs}",
                        f"seed=range({help_seeds})",
                        *(("optimizer.weight_decay=0.1",) if smoke else ()))
@@ -116,10 +117,10 @@ def cases(smoke: bool) -> list[Case]:
              rounds=MULTIRUN_ROUNDS),
         # does_decay_help's shape, stacked against two joblib workers (the experiment's own).
         Case(f"{help_decays} x {help_seeds} seeds x {help_epochs}-epoch MNIST-1D MLP, "
-             "hydra/launcher=stacked / joblib n_jobs=2",
+             f"hydra/launcher=stacked / joblib n_jobs={help_workers}",
              wdexp(*does_decay_help, "hydra/launcher=stacked"),
-             wdexp(*does_decay_help, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), 0.2,
-             rounds=1),
+             wdexp(*does_decay_help, "hydra/launcher=joblib",
+                   f"hydra.launcher.n_jobs={help_workers}"), 0.2, rounds=1),
         # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
         # (smoke: one command for both, a process less; nothing is judged)
         Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",

@@ -13,7 +13,7 @@ from tests.conftest import PYTHON
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 ROWS = ("existing store / bare loop", "new store / bare loop", "-epoch pair",
         "epochs multirun / tutorial", "hydra/launcher=stacked / tutorial multirun",
-        "hydra/launcher=stacked / joblib n_jobs=2",
+        "MNIST-1D MLP, hydra/launcher=stacked / joblib",
         "PostgreSQL-backed server / local sqlite", "metric ingestion",
         "peak memory (largest process)", "peak memory (process tree")
 

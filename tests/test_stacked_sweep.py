@@ -63,9 +63,9 @@ def test_resume_skips_finished_pairs_and_stacks_only_the_rest(tmp_path, store_ur
 
 
 @pytest.mark.parametrize(("overrides", "line"), [
-    (("model=mlp",), "wdexp: model._target_ must be a full-batch model with its own loss "
-     "(quadratic, ridge, …) for hydra/launcher=stacked so far; use hydra/launcher=joblib (or "
-     "the default launcher) for it (got 'wdexp.models.MLP')"),
+    (("optimizer._target_=torch.optim.RMSprop",), "wdexp: optimizer._target_ must be "
+     "torch.optim.SGD, Adam or AdamW for hydra/launcher=stacked; use hydra/launcher=joblib (or "
+     "the default launcher) for it (got 'torch.optim.rmsprop.RMSprop')"),
     (("hydra.launcher.max_members=0",), "wdexp: hydra.launcher.max_members must be a positive "
      "integer (got 0)"),
 ])
@@ -128,3 +128,20 @@ def test_a_stacked_network_sweep_stores_every_pair_close_to_its_own_run(tmp_path
                 assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-4), (
                     arm, key)
         assert {f.path for f in reader.client.list_artifacts(pair.info.run_id, "figures")}
+
+
+def test_jobs_that_differ_beyond_seed_and_decay_train_in_groups_and_chunks(tmp_path, store_uri,
+                                                                          capfd):
+    # Two lrs are two groups; max_members=2 splits each group's 3 members into two chunks.
+    result = sweep_here("optimizer.lr=0.01,0.02", "optimizer.weight_decay=0.1,0.2", "epochs=20",
+                        "hydra.launcher.max_members=2", tmp_path=tmp_path, store_uri=store_uri,
+                        launcher="stacked")
+    assert result.status == "FINISHED" and len(result.table) == 4
+    assert capfd.readouterr().out.count("stacking 1 job: 2 members in 1 lane") == 4
+    reader = StoreReader(store_uri)
+    for pair in reader.runs("pair"):
+        params = pair.data.params
+        expected = Trained(f"optimizer.lr={params['optimizer.lr']}", "epochs=20",
+                           f"optimizer.weight_decay={params['optimizer.weight_decay']}")
+        for arm, run in reader.arms(pair.info.run_id).items():
+            assert reader.history(run.info.run_id, "w_1") == expected.history(arm, "w_1")

@@ -34,7 +34,11 @@ class BasicSweeper(basic_sweeper.BasicSweeper):
         returns: list[Sequence[JobReturn]] = []
         while not self.is_done():
             batch = self.get_job_batch()
-            self.validate_batch_is_legal(batch)
+            # Hydra composes every job of the batch once here to catch a bad override before
+            # any job runs; a launcher that composes every job before it runs any (stacked)
+            # would only repeat it.
+            if not getattr(self.launcher, "composes_every_job_first", False):
+                self.validate_batch_is_legal(batch)
             returns.append(self.launcher.launch(
                 batch, initial_job_idx=sum(len(done) for done in returns)))
         sweep_ended([result for done in returns for result in done])

@@ -11,6 +11,10 @@ from hydra.plugins.launcher import Launcher
 
 
 class StackedLauncher(Launcher):
+    # Every job of a batch is composed before any trains (wdexp.stacked_launch): the basic
+    # sweeper need not compose them once more to check them (hydra_plugins/wdexp_basic_sweeper).
+    composes_every_job_first = True
+
     def __init__(self, max_members: int = 256) -> None:
         self.max_members = max_members
         self.config: Any = None

@@ -162,13 +162,17 @@ def _relative_gap(jobs: list[tuple[str, ...]], keys: tuple[str, ...]) -> float:
 NET_KEYS = ("loss", "test_loss", "weight_norm", "grad_norm", "decay_grad_ratio", "lr")
 
 
+# The fast tier keeps the BatchNorm mini-batch case: stacked buffers, batch orders, AdamW.
 @pytest.mark.parametrize("common", [
-    ("model=mlp", "model.dtype=float64", "data.batch_size=null", "optimizer=sgd_momentum"),
+    pytest.param(("model=mlp", "model.dtype=float64", "data.batch_size=null",
+                  "optimizer=sgd_momentum"), marks=pytest.mark.slow),
     ("model=bn_mlp", "model.dtype=float64", "optimizer=adamw", "optimizer.lr=0.01",
      "data.fraction=0.2"),
-    ("model=mlp", "model.dtype=float64", "optimizer=adam", "optimizer.decay_mode=penalty",
-     "data.fraction=0.2", "scheduler=cosine"),
-    ("model=cnn", "model.dtype=float64", "data.fraction=0.05", "optimizer=sgd_momentum"),
+    pytest.param(("model=mlp", "model.dtype=float64", "optimizer=adam",
+                  "optimizer.decay_mode=penalty", "data.fraction=0.2", "scheduler=cosine"),
+                 marks=pytest.mark.slow),
+    pytest.param(("model=cnn", "model.dtype=float64", "data.fraction=0.05",
+                  "optimizer=sgd_momentum"), marks=pytest.mark.slow),
 ], ids=["mlp-full-batch-momentum", "bn_mlp-minibatch-adamw", "mlp-minibatch-adam-penalty",
         "cnn-minibatch"])
 def test_a_network_grid_agrees_with_separate_runs_to_float64_rounding(common):
@@ -176,6 +180,7 @@ def test_a_network_grid_agrees_with_separate_runs_to_float64_rounding(common):
     assert _relative_gap(jobs, (*NET_KEYS, "test_accuracy")) < 1e-10
 
 
+@pytest.mark.slow
 def test_float32_networks_end_within_rounding_of_separate_runs():
     jobs = _grid(("epochs=3", "model=mlp", "optimizer=adamw", "optimizer.lr=0.01",
                   "data.fraction=0.3"), ("0.1",), (0, 1))

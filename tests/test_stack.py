@@ -171,7 +171,8 @@ NET_KEYS = ("loss", "test_loss", "weight_norm", "grad_norm", "decay_grad_ratio",
     pytest.param(("model=mlp", "model.dtype=float64", "optimizer=adam",
                   "optimizer.decay_mode=penalty", "data.fraction=0.2", "scheduler=cosine"),
                  marks=pytest.mark.slow),
-    pytest.param(("model=cnn", "model.dtype=float64", "data.fraction=0.05",
+    # 80 samples, batch 100: one mini-batch per epoch, still stepped as a mini-batch
+    pytest.param(("model=cnn", "model.dtype=float64", "data.fraction=0.02",
                   "optimizer=sgd_momentum"), marks=pytest.mark.slow),
 ], ids=["mlp-full-batch-momentum", "bn_mlp-minibatch-adamw", "mlp-minibatch-adam-penalty",
         "cnn-minibatch"])

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from wdexp import engine
+from wdexp.models.contract import MiniBatched
 from wdexp.stack import exact, vectorized
 from wdexp.stack.lane import Lane, Member
 from wdexp.stack.plan import Job, check, chunks, group_key, lane_key, member_key
@@ -64,7 +65,8 @@ class Stack:
             lanes.setdefault(lane_key(member.arm), []).append(member)
         total = self.epochs * steps_per_epoch(first.arms[0].model)
         self.lanes = [Lane(members, total) for members in lanes.values()]
-        self.minibatched = self.vectorized and total != self.epochs
+        # Mini-batch lanes step inside their records (one step per batch, however many).
+        self.minibatched = isinstance(first.arms[0].model, MiniBatched)
 
     def shared(self, job: int) -> dict[str, str]:
         """For each arm of job ``job``, the member it is, as ``m<index>`` (``m0 of 3 jobs``

@@ -42,22 +42,15 @@ from wdexp.study import Arm
 from wdexp.tracking.records import Step
 
 
-def loss_gradients(params: Sequence[Tensor], grads: Sequence[Tensor | None],
-                   penalised: Sequence[bool], weight_decay: float) -> list[Tensor]:
-    """Each parameter's gradient of the loss alone: in penalty mode the gradient holds λθ too."""
-    out = []
-    for p, grad, minus_decay in zip(params, grads, penalised, strict=True):
-        grad = torch.zeros_like(p) if grad is None else grad
-        out.append(grad - weight_decay * p.detach() if minus_decay else grad)
-    return out
-
-
 def _loss_gradients(arm: Arm) -> list[Tensor]:
+    """Each parameter's gradient of the loss alone: in penalty mode ``p.grad`` holds λθ too."""
     decay = arm.decay
     penalised = {id(p) for p in decay.decayed} if decay.mode == "penalty" else set()
-    params = list(arm.model.parameters())
-    return loss_gradients(params, [p.grad for p in params], [id(p) in penalised for p in params],
-                          decay.weight_decay)
+    grads = []
+    for p in arm.model.parameters():
+        grad = torch.zeros_like(p) if p.grad is None else p.grad
+        grads.append(grad - decay.weight_decay * p.detach() if id(p) in penalised else grad)
+    return grads
 
 
 def gradient_metrics(grads: Sequence[Tensor], decay_size: Tensor) -> dict[str, float]:

@@ -92,14 +92,7 @@ def discard_unclosed() -> None:
     """Delete every sweep run this process opened that nothing ran under yet: a launcher that
     refuses a sweep before its first job leaves the store as it was."""
     for callback in list(_UNCLOSED):
-        sweep, callback._open = callback._open, None
-        _UNCLOSED.discard(callback)
-        if sweep is None:
-            continue
-        try:
-            client.get().delete_sweep(sweep.spec, sweep.run_id)
-        finally:
-            sweep.folder.release()
+        callback._close("FAILED", discard=True)
 
 
 class SweepCallback(Callback):
@@ -143,13 +136,18 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close("FINISHED")
 
-    def _close(self, status: str) -> None:
+    def _close(self, status: str, discard: bool = False) -> None:
+        """End the sweep run with ``status`` (or delete it, with ``discard``); release the
+        folder."""
         if self._open is None:
             return
         sweep, self._open = self._open, None
         _UNCLOSED.discard(self)
         try:
-            self._end(sweep, status)
+            if discard:
+                client.get().delete_sweep(sweep.spec, sweep.run_id)
+            else:
+                self._end(sweep, status)
         finally:
             sweep.folder.release()
 

@@ -74,6 +74,8 @@ class Lane:
         self.optimizer = spec.cls(groups, **kwargs)
         self.initial_lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler = first.spec.scheduler.build(self.optimizer, total_steps)
+        # Each row's λ (float64: a float32 λ would round it before the cast to the model's dtype)
+        self.decays = torch.tensor([m.weight_decay for m in self.members], dtype=torch.float64)
         self.slices: list[tuple[float, int, int]] = []  # (λ, first row, end row), λ != 0
         for row, member in enumerate(self.members):
             if self.slices and self.slices[-1][0] == member.weight_decay:

@@ -45,8 +45,7 @@ def _losses(lane: Lane, outputs: Tensor, targets: Tensor, batched: bool) -> Tens
 def _penalties(lane: Lane) -> Tensor | None:
     if lane.mode != "penalty" or not lane.decayed:
         return None
-    decays = torch.tensor([m.weight_decay for m in lane.members], dtype=torch.float64).to(
-        lane.params[lane.decayed[0]].dtype)
+    decays = lane.decays.to(lane.params[lane.decayed[0]].dtype)
     squares = sum(_flat(lane.params[name].pow(2)).sum(dim=1) for name in lane.decayed)
     return decays / 2 * squares
 
@@ -111,9 +110,8 @@ def _gradient_columns(lane: Lane, grads: dict[str, Tensor]) -> Tensor:
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(
             _flat(tensors[name].detach()), dim=1) for name in names]), dim=0)
 
-    decays = torch.tensor([m.weight_decay for m in lane.members], dtype=torch.float64)
     grad_norm = norms(grads, lane.names)
-    size = decays.to(grad_norm) * norms(lane.params, lane.decayed).to(grad_norm)
+    size = lane.decays.to(grad_norm) * norms(lane.params, lane.decayed).to(grad_norm)
     return torch.stack([grad_norm, size])
 
 

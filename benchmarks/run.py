@@ -5,6 +5,7 @@ warm-up of each, and times every process with GNU time (wall seconds, max RSS). 
 medians, the ratio A/B and its target. A missed target is a result, not an error: the exit status
 is non-zero only when a command fails.
 Usage: python benchmarks/run.py [--repeat 5] [--only SUBSTRING] [--smoke] [--output FILE]
+       [--members-figure PNG]
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ class Case:
     name: str
     a: Command
     b: Command | None  # None: A reports both sides itself (the ingestion probe)
-    target: float
+    target: float | None  # None: a figure, not judged
     measure: str = "wall"  # wall | rss | tree | ingest
     rounds: int | None = None  # a cap on --repeat
     higher_is_better: bool = False
+    members: int = 0  # > 0: A's wall per member (a stacked sweep) against B's whole wall
 
 
 def cases(smoke: bool) -> list[Case]:
@@ -93,6 +95,9 @@ def cases(smoke: bool) -> list[Case]:
     team = "0" if smoke else TEAM_DECAYS  # smoke: one job, on a worker as in the full row
     # smoke: 2 jobs of 1 epoch, one joblib worker (a process less; nothing is judged)
     help_decays, help_seeds, help_epochs, help_workers = (1, 2, 1, 1) if smoke else (3, 10, 30, 2)
+    members_epochs = 1 if smoke else 100
+    digits = ("model=mlp", "model.hidden=[32]", "data.batch_size=128", "optimizer=adamw",
+              "optimizer.weight_decay=0.01", f"epochs={members_epochs}")
     does_decay_help = ("-m", "+experiment=does_decay_help", f"epochs={help_epochs}",
                        f"seed=range({help_seeds})",
                        *(("optimizer.weight_decay=0.1",) if smoke else ()))
@@ -121,6 +126,14 @@ def cases(smoke: bool) -> list[Case]:
              wdexp(*does_decay_help, "hydra/launcher=stacked"),
              wdexp(*does_decay_help, "hydra/launcher=joblib",
                    f"hydra.launcher.n_jobs={help_workers}"), 0.2, rounds=1),
+        # What a member costs as a stack grows: a seed sweep of digits MLP pairs (2 members per
+        # job), stacked, per member against one pair run alone; judged at 64 members.
+        *(Case(f"{2 * jobs} members (seed=range({jobs})), digits MLP {members_epochs} epochs, "
+               "stacked, per member / one pair alone",
+               wdexp("-m", "hydra/launcher=stacked", *digits,
+                     f"seed=range({1 if smoke else jobs})"),
+               wdexp(*digits), 0.2 if jobs == 32 else None, rounds=1, members=2 * jobs)
+          for jobs in (1, 4, 32, 128)),
         # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
         # (smoke: one command for both, a process less; nothing is judged)
         Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",
@@ -263,9 +276,15 @@ def row(case: Case, smoke: bool) -> list[str]:
             tree, b_tree = (statistics.median(s.tree_mb for s in samples[c])
                             for c in (case.a, case.b))
             cells, ratio = (f"{tree:.0f} MB", f"{b_tree:.0f} MB"), tree / b_tree
+        elif case.members:
+            cells = (f"{wall / case.members:.2f} s per member ({wall:.1f} s, {rss:.0f} MB)",
+                     f"{b_wall:.2f} s, {b_rss:.0f} MB")
+            ratio = wall / case.members / b_wall
         else:
             cells = f"{wall:.2f} s, {rss:.0f} MB", f"{b_wall:.2f} s, {b_rss:.0f} MB"
             ratio = wall / b_wall
+    if case.target is None:
+        return [case.name, *cells, f"{ratio:.2f}", "figure", "smoke" if smoke else "—"]
     met = ratio >= case.target if case.higher_is_better else ratio <= case.target
     status = "smoke" if smoke else "PASS" if met else "MISS"
     target = f"{'≥' if case.higher_is_better else '≤'} {case.target}"
@@ -298,6 +317,8 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="1 round, no warm-up, tiny sizes; targets not judged")
     parser.add_argument("--output", type=Path, help="also write the table here (markdown)")
+    parser.add_argument("--members-figure", type=Path,
+                        help="draw the per-member rows here (PNG; docs/img/stacked_members.png)")
     args = parser.parse_args()
     chosen = [(case, small) for case, small in zip(cases(args.smoke), cases(True), strict=True)
               if not args.only or args.only.lower() in case.name.lower()]
@@ -344,7 +365,29 @@ def main() -> int:
     print(f"bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
     if args.output:
         args.output.write_text(report + "\n")
+    if args.members_figure:
+        members_figure([case for case, _ in chosen if case.members], args.members_figure, host)
     return 0
+
+
+def members_figure(rows: list[Case], path: Path, host: str) -> None:
+    """Wall seconds per member of a stacked sweep against its size, and one pair run alone."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
+    ax = figure.add_subplot()
+    sizes = [case.members for case in rows]
+    ax.plot(sizes, [medians(samples[case.a])[0] / case.members for case in rows], "o-",
+            label="stacked, wall per member")
+    alone = medians(samples[rows[0].b])[0]
+    ax.axhline(alone, color="grey", ls="--", label=f"one pair run alone ({alone:.1f} s)")
+    ax.axhline(alone / 2, color="grey", ls=":", label="its cost per arm")
+    ax.set(xscale="log", yscale="log", xticks=sizes, xticklabels=[str(n) for n in sizes],
+           xlabel="members (2 per job)", ylabel="seconds",
+           title=f"a stacked seed sweep, {rows[0].name.split(', ')[1]}")
+    ax.legend(fontsize="small")
+    figure.text(0.01, 0.005, host.split(";")[0], fontsize=6, color="grey")
+    figure.savefig(path)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,16 @@ from tests.conftest import PYTHON
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 ROWS = ("existing store / bare loop", "new store / bare loop", "-epoch pair",
         "epochs multirun / tutorial", "hydra/launcher=stacked / tutorial multirun",
-        "MNIST-1D MLP, hydra/launcher=stacked / joblib",
+        "MNIST-1D MLP, hydra/launcher=stacked / joblib", "64 members (seed=range(32))",
         "PostgreSQL-backed server / local sqlite", "metric ingestion",
         "peak memory (largest process)", "peak memory (process tree")
 
 
 def test_smoke_bench_fills_every_row(tmp_path: Path) -> None:
     table = tmp_path / "bench.md"
-    result = subprocess.run([PYTHON, str(RUN), "--smoke", "--output", str(table)],
+    figure = tmp_path / "members.png"
+    result = subprocess.run([PYTHON, str(RUN), "--smoke", "--output", str(table),
+                             "--members-figure", str(figure)],
                             # Its figures are not asserted (smoke): it may run beside other
                             # tests, and the limit is only a guard against a hang.
                             capture_output=True, text=True, timeout=900, cwd=tmp_path)
@@ -34,3 +36,4 @@ def test_smoke_bench_fills_every_row(tmp_path: Path) -> None:
             assert number and math.isfinite(float(number[1])) and float(number[1]) > 0, cells
         assert status == "smoke"
     assert table.read_text().strip() in result.stdout
+    assert figure.read_bytes().startswith(b"\x89PNG")

@@ -92,10 +92,6 @@ def timescale(spec: OptimizerSpec) -> float | None:
     return None if shrink is None else 1 / shrink
 
 
-def _rows(tensor: Tensor) -> Tensor:
-    return tensor.detach().reshape(len(tensor), -1)
-
-
 class Geometry:
     """One arm's per-layer step geometry, accumulated on the device over an epoch."""
 
@@ -110,6 +106,7 @@ class Geometry:
         self.chosen = (None if samples is None or samples >= self.per_epoch else
                        {round((j + 0.5) * self.per_epoch / samples - 0.5)
                         for j in range(samples)})
+        self.lead = 0  # leading dimensions before a weight's rows: 1 for stacked members
         self.step = 0
         self._sums: list[Tensor] | None = None  # per layer: the four KEYS, summed over steps
         self._count = 0
@@ -120,12 +117,18 @@ class Geometry:
         self._before: list[tuple[Tensor, Tensor]] = []
         self._pending: list[Tensor] = []
 
-    def over(self, layers: Sequence[tuple[str, Tensor]]) -> Geometry:
-        """A fresh geometry with these settings over other tensors of the same layers (a
-        stacked member's rows, :mod:`wdexp.stack`)."""
+    def over(self, layers: Sequence[tuple[str, Tensor]], stacked: bool = False) -> Geometry:
+        """A fresh geometry with these settings over other tensors of the same layers; with
+        ``stacked``, tensors that hold many members' weights along dimension 0
+        (:mod:`wdexp.stack`), each member measured on its own rows (:meth:`flush_members`)."""
         twin = copy.copy(self)
         twin.layers = list(layers)
+        twin.lead = int(stacked)
         return twin
+
+    def _rows(self, tensor: Tensor) -> Tensor:
+        """(*lead, rows, n): each output unit's incoming weights in a row."""
+        return tensor.detach().flatten(start_dim=self.lead + 1)
 
     def measures(self) -> bool:
         """Whether the coming optimizer step is one to measure."""
@@ -140,14 +143,14 @@ class Geometry:
         self._before = []
         stats = []
         for _, weight in self.layers:
-            rows = _rows(weight).clone()
-            grad = _rows(grads[id(weight)])
-            norm = torch.linalg.vector_norm(rows, dim=1)
-            grad_norm = torch.linalg.vector_norm(grad, dim=1)
+            rows = self._rows(weight).clone()
+            grad = self._rows(grads[id(weight)])
+            norm = torch.linalg.vector_norm(rows, dim=-1)
+            grad_norm = torch.linalg.vector_norm(grad, dim=-1)
             stats.append(torch.stack([
-                (lr / norm.pow(self.power)).mean(),
-                (grad_norm / norm).mean(),
-                ((grad * rows).sum(dim=1) / (grad_norm * norm)).mean()]))
+                (lr / norm.pow(self.power)).mean(dim=-1),
+                (grad_norm / norm).mean(dim=-1),
+                ((grad * rows).sum(dim=-1) / (grad_norm * norm)).mean(dim=-1)]))
             self._before.append((rows, norm))
         self._pending = stats
 
@@ -156,10 +159,10 @@ class Geometry:
         values = []
         for (_, weight), (rows, norm), stats in zip(self.layers, self._before, self._pending,
                                                     strict=True):
-            after = _rows(weight)
-            cosine = (rows * after).sum(dim=1) / (norm * torch.linalg.vector_norm(after, dim=1))
-            angle = torch.arccos(cosine.clamp(-1.0, 1.0)).mean()
-            values.append(torch.cat([angle.reshape(1), stats]))
+            after = self._rows(weight)
+            cosine = (rows * after).sum(dim=-1) / (norm * torch.linalg.vector_norm(after, dim=-1))
+            angle = torch.arccos(cosine.clamp(-1.0, 1.0)).mean(dim=-1)
+            values.append(torch.cat([angle.unsqueeze(0), stats]))
         if self._sums is None:
             self._sums = values
         else:
@@ -177,17 +180,29 @@ class Geometry:
     def flush(self, predicted: float | None, last: bool) -> dict[str, float]:
         """The epoch's means per layer (one host transfer), and on the ``last`` record the
         equilibrium ratio against ``predicted``; then start the next epoch."""
+        return self.flush_members([predicted], last)[0]
+
+    def flush_members(self, predicted: Sequence[float | None], last: bool,
+                      ) -> list[dict[str, float]]:
+        """:meth:`flush` for each member of a stacked geometry, ``predicted`` its angle."""
         if self._sums is None:
-            return {}
-        parts = [torch.stack(self._sums) / self._count]
-        with_tail = last and predicted and self._tail is not None
-        if with_tail:
-            parts.append(torch.stack(self._tail).reshape(-1, 1) / self._tail_count / predicted)
-        values = torch.cat(parts, dim=1).tolist() if with_tail else parts[0].tolist()
+            return [{} for _ in predicted]
+        means = torch.stack(self._sums) / self._count  # (layers, KEYS, *members)
+        # (members, layers, KEYS): a single arm is a stack of one
+        rows = (means.movedim(-1, 0) if self.lead else means.unsqueeze(0)).tolist()
+        ratios: list[list[float] | None] = [None] * len(predicted)
+        if last and self._tail is not None:
+            tail = torch.stack(self._tail).reshape(len(self.layers), -1) / self._tail_count
+            ratios = [(tail[:, member] / angle).tolist() if angle else None
+                      for member, angle in enumerate(predicted)]
         self._sums, self._count = None, 0
-        metrics = {}
-        for (name, _), row in zip(self.layers, values, strict=True):
-            metrics.update({f"{key}/{name}": value for key, value in zip(KEYS, row, strict=False)})
-            if with_tail:
-                metrics[f"equilibrium_ratio/{name}"] = row[len(KEYS)]
-        return metrics
+        tables = []
+        for layers, member_ratios in zip(rows, ratios, strict=True):
+            metrics = {}
+            for (name, _), row in zip(self.layers, layers, strict=True):
+                metrics.update({f"{key}/{name}": value for key, value in zip(KEYS, row,
+                                                                             strict=True)})
+            for (name, _), ratio in zip(self.layers, member_ratios or (), strict=False):
+                metrics[f"equilibrium_ratio/{name}"] = ratio
+            tables.append(metrics)
+        return tables

@@ -45,6 +45,7 @@ from wdexp.vocabulary import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from wdexp.figures import Drawing, PairPlot
     from wdexp.study import FigureSpec, Study
 
 SEND_EVERY_S = 0.5  # metric batches reach the store at least this often, plus its write time
@@ -202,14 +203,23 @@ class PairRun:
         if steps:
             self.tracker.keep_pace()
 
-    def finish(self) -> Outcome:
+    def finish(self, drawing: Drawing | None = None) -> Outcome:
         """End the pair FINISHED, with its summary metrics and figures (drawn here while the
-        tracking process writes the last metrics and the summary); what fails on the way ends
-        it as :meth:`end` does, and is raised."""
+        tracking process writes the last metrics and the summary, or by ``drawing``, the
+        :meth:`plot` given to :class:`wdexp.figures.Drawers`); what fails on the way ends it as
+        :meth:`end` does, and is raised."""
         try:
             self.send()
             self.tracker.summarize(self.pair_id)
-            drawn = self.figures(self.figure_spec) if self.figure_spec is not None else {}
+            if drawing is not None:
+                figures = drawing.result()
+            elif (plot := self.plot()) is not None:
+                from wdexp.figures import pair_figures
+
+                figures = pair_figures(plot)
+            else:
+                figures = {}
+            drawn = {f"figures/{name}": png for name, png in figures.items()}
             self.tracker.close_pair(self.spec, self.pair_id, list(self.arm_ids.values()),
                                     "FINISHED", drawn)
         except BaseException as error:
@@ -243,19 +253,22 @@ class PairRun:
             log.error("wdexp: could not end pair run %s (%s); a later job into this experiment "
                       "will end it", self.pair_id, failed)
 
-    def figures(self, spec: FigureSpec) -> dict[str, bytes]:
-        """``figures/*.png`` of the pair, from the history kept here."""
+    def plot(self) -> PairPlot | None:
+        """What the pair's figures show, from the history kept here; None for a pair that
+        draws none."""
         import pandas as pd
 
-        from wdexp.figures import PairPlot, pair_figures
+        from wdexp.figures import PairPlot
 
+        spec = self.figure_spec
+        if spec is None:
+            return None
         predicted = None
         if spec.predicted is not None:
             predicted = {arm: pd.DataFrame(dict(columns)).set_index("step")
                          for arm, columns in spec.predicted.items()}
-        plot = PairPlot(spec.title, self.history.frames(), spec.weight_decay, predicted,
+        return PairPlot(spec.title, self.history.frames(), spec.weight_decay, predicted,
                         spec.surface, spec.equilibrium)
-        return {f"figures/{name}": png for name, png in pair_figures(plot).items()}
 
     def outcome(self) -> Outcome:
         values = self.history.last.get(DECAY, (0, {}))[1]

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, open_dict
 
 from wdexp import stack, sweep_runs, train
 from wdexp.config import positive_int
+from wdexp.figures import Drawers
 from wdexp.lifecycle import Refused, job
 from wdexp.pair_runs import Outcome, PairRun
 from wdexp.progress import progress
@@ -107,35 +108,40 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
 def _train(trained: stack.Stack, prepared: list[train.Prepared],
            results: list[JobReturn]) -> None:
     """Train one chunk; each job's result becomes its pair's objective, or its error."""
-    runs: list[PairRun] = []
     log.info("stacking %s: %s in %s", _count(len(prepared), "job"),
              _count(len(trained.members), "member"), _count(len(trained.lanes), "lane"))
-    try:
-        for i, job_ in enumerate(prepared):
-            runs.append(job_.open({arm: {STACK_MEMBER_TAG: member}
-                                   for arm, member in trained.shared(i).items()}))
-        steps = progress(trained.train(), trained.epochs, f"{len(prepared)} pairs stacked",
-                         lambda _: {})
-        for epoch_steps in steps:
-            for run, step in zip(runs, epoch_steps, strict=True):
-                if step is not None:
-                    run.log_step(step)
-    except BaseException as error:
-        for run in runs:
-            run.end(error)
-        if not isinstance(error, Exception):
-            raise
-        _failed(results, error)
-        return
-    for done, (run, result) in enumerate(zip(runs, results, strict=True)):
+    # The drawing workers start now: they import matplotlib while this process trains.
+    with Drawers(len(prepared)) as drawers:
+        runs: list[PairRun] = []
         try:
-            result.return_value = run.finish().value
-        except Exception as error:
-            _failed([result], error)
-        except BaseException as stop:  # a stop signal: the pairs not yet closed end with it
-            for later in runs[done + 1:]:
-                later.end(stop)
-            raise
+            for i, job_ in enumerate(prepared):
+                runs.append(job_.open({arm: {STACK_MEMBER_TAG: member}
+                                       for arm, member in trained.shared(i).items()}))
+            steps = progress(trained.train(), trained.epochs, f"{len(prepared)} pairs stacked",
+                             lambda _: {})
+            for epoch_steps in steps:
+                for run, step in zip(runs, epoch_steps, strict=True):
+                    if step is not None:
+                        run.log_step(step)
+            # Every pair's figures at once, in the workers and here, as the pairs close.
+            drawings = drawers.submit([run.plot() for run in runs])
+        except BaseException as error:
+            for run in runs:
+                run.end(error)
+            if not isinstance(error, Exception):
+                raise
+            _failed(results, error)
+            return
+        for done, (run, result, drawing) in enumerate(zip(runs, results, drawings,
+                                                          strict=True)):
+            try:
+                result.return_value = run.finish(drawing).value
+            except Exception as error:
+                _failed([result], error)
+            except BaseException as stop:  # a stop signal: the pairs not yet closed end with it
+                for later in runs[done + 1:]:
+                    later.end(stop)
+                raise
 
 
 def _count(n: int, thing: str) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import PYTHON, StoreReader, child_env, free_port
@@ -177,11 +178,13 @@ def test_ctrl_c_in_a_stacked_sweep_ends_every_open_pair_killed_with_all_trained_
     proc = start(f"tracking.uri={store_uri}", "optimizer.weight_decay=0.01,0.1", "seed=0,1",
                  "hydra/launcher=stacked", LONG, tmp_path=tmp_path, multirun=True)
     training_metrics(store_uri, proc, pairs=4)
+    workers = drawing_workers(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)
     output, took = proc.finish(timeout=60)
     assert proc.returncode == 130, output
     assert took < 10, f"{took:.1f} s"
     assert "Traceback" not in output
+    assert not psutil.wait_procs(workers, timeout=5)[1], "a drawing worker outlived the sweep"
     assert set(statuses(store_uri).values()) == {"KILLED"}
     reader = StoreReader(store_uri)
     ended = dict(re.findall(r"pair run (\w+) ended KILLED after step (\d+)", output))
@@ -192,6 +195,25 @@ def test_ctrl_c_in_a_stacked_sweep_ends_every_open_pair_killed_with_all_trained_
             assert steps == list(range(int(last) + 1))
     (sweep,) = reader.runs("sweep")
     assert [a.path for a in reader.client.list_artifacts(sweep.info.run_id)] == ["summary.csv"]
+
+
+def drawing_workers(pid: int) -> list[psutil.Process]:
+    """The stacked sweep's figure-drawing workers (wdexp/figures/drawers.py): with 4 pairs,
+    one where this machine has a spare core."""
+    found = [child for child in psutil.Process(pid).children(recursive=True)
+             if "loky" in " ".join(child.cmdline())]
+    assert len(found) >= (len(os.sched_getaffinity(0)) > 1), "no drawing worker"
+    return found
+
+
+def test_a_stacked_sweep_killed_outright_leaves_no_drawing_worker_behind(tmp_path, store_uri):
+    proc = start(f"tracking.uri={store_uri}", "optimizer.weight_decay=0.01,0.1", "seed=0,1",
+                 "hydra/launcher=stacked", LONG, tmp_path=tmp_path, multirun=True)
+    training_metrics(store_uri, proc, pairs=4)
+    workers = drawing_workers(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)  # the OOM killer's way: nothing in it can clean up
+    proc.finish(timeout=30)
+    assert not psutil.wait_procs(workers, timeout=3)[1], "a drawing worker outlived its sweep"
 
 
 # --- stores that fail ------------------------------------------------------------------------

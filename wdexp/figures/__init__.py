@@ -5,7 +5,8 @@ global figure registry, so drawing is safe in threads and worker processes, open
 frees each figure with its last reference.
 """
 
+from wdexp.figures.drawers import Drawers, Drawing
 from wdexp.figures.pair_plots import PairPlot, pair_figures
 from wdexp.figures.sweep_plots import sweep_figures
 
-__all__ = ["PairPlot", "pair_figures", "sweep_figures"]
+__all__ = ["Drawers", "Drawing", "PairPlot", "pair_figures", "sweep_figures"]

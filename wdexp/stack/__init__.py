@@ -89,15 +89,16 @@ class Stack:
             diverged: set[str] = set()
             for lane in self.lanes:
                 if self.vectorized:
-                    found, gone = vectorized.record(lane, epoch, update_first=epoch > 0)
+                    found, gone = vectorized.record(lane, epoch, epoch > 0, streams)
                 else:
                     found, gone = exact.record(lane, epoch, streams)
-                for member in lane.members:
-                    if member.name in found and member.geometry is not None:
-                        measured = member.geometry.flush(member.arm.equilibrium_angle,
-                                                         last=epoch == self.epochs)
-                        found[member.name].update(
-                            (k, v) for k, v in measured.items() if math.isfinite(v))
+                if lane.geometry is not None:
+                    tables = lane.geometry.flush_members(
+                        [m.arm.equilibrium_angle for m in lane.members], last=epoch == self.epochs)
+                    for member, measured in zip(lane.members, tables, strict=True):
+                        if member.name in found:
+                            found[member.name].update(
+                                (k, v) for k, v in measured.items() if math.isfinite(v))
                 records.update(found)
                 diverged |= gone
                 if epoch < self.epochs and not self.minibatched:

@@ -22,7 +22,6 @@ class Member:
     arm: Arm  # its arm in the first job that has it: the init, the spec, the solution
     start: engine.RandomState
     row: int = 0
-    geometry: Geometry | None = None  # over its rows
     diverged_at: int | None = None
 
     @property
@@ -82,12 +81,11 @@ class Lane:
                 self.slices[-1] = (member.weight_decay, self.slices[-1][1], row + 1)
             elif member.weight_decay:
                 self.slices.append((member.weight_decay, row, row + 1))
-        with torch.no_grad():
-            for member in self.members:
-                if member.arm.geometry is not None:
-                    member.geometry = member.arm.geometry.over(
-                        [(name, self.params[name][member.row])
-                         for name, _ in member.arm.geometry.layers])
+        # Every member's step geometry at once, each on its own rows (the lane's members share
+        # the model and optimizer, so they measure the same steps).
+        geometry = first.geometry
+        self.geometry: Geometry | None = None if geometry is None else geometry.over(
+            [(name, self.params[name]) for name, _ in geometry.layers], stacked=True)
 
     @property
     def lr(self) -> float:
@@ -116,12 +114,11 @@ class Lane:
         """One update of every member, in the order of the engine's step for one arm:
         geometry before, decay, torch's step, geometry after, the schedule."""
         lr = self.lr
-        measured = [m for m in self.members
-                    if m.geometry is not None and m.diverged_at is None and m.geometry.measures()]
-        for member in measured:
-            assert member.geometry is not None
-            member.geometry.before({id(weight): loss_grads[name][member.row]
-                                    for name, weight in member.geometry.layers}, lr)
+        geometry = self.geometry if self.geometry is not None and self.geometry.measures() \
+            else None
+        if geometry is not None:
+            geometry.before({id(weight): loss_grads[name] for name, weight in geometry.layers},
+                            lr)
         for weight_decay, start, end in self.slices:
             for name in self.decayed:
                 param = self.params[name]
@@ -131,11 +128,9 @@ class Lane:
                     rate = lr if self.mode == "decoupled" else lr / self.initial_lr
                     param[start:end].mul_(1 - rate * weight_decay)
         self.optimizer.step()
-        for member in measured:
-            assert member.geometry is not None
-            member.geometry.after()
-        for member in self.members:
-            if member.geometry is not None:
-                member.geometry.advance()
+        if geometry is not None:
+            geometry.after()
+        if self.geometry is not None:
+            self.geometry.advance()
         if self.scheduler is not None:
             self.scheduler.step()

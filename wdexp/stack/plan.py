@@ -41,14 +41,8 @@ def check(study: Study) -> None:
     """Raise ConfigError naming the key if the stack cannot train ``study``."""
     model = study.arms[0].model
     target = study.config["model"].get("_target_")
-    if isinstance(model, Supervised):
-        dropout = [name for name, module in model.net.named_modules()
-                   if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0]
-        if dropout:
-            raise ConfigError("model._target_", f"has dropout ({dropout[0]}), which "
-                              f"hydra/launcher=stacked does not draw per member yet; {INSTEAD}",
-                              target)
-    elif not isinstance(model, nn.Module) or isinstance(model, MiniBatched):
+    own_loss = isinstance(model, nn.Module) and not isinstance(model, MiniBatched)
+    if not (isinstance(model, Supervised) or own_loss):
         raise ConfigError("model._target_", "must be a network on a data set or a full-batch "
                           f"model with its own loss for hydra/launcher=stacked; {INSTEAD}",
                           target)

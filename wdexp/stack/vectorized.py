@@ -4,19 +4,27 @@ mini-batches, BatchNorm's running statistics stacked as the parameters are.
 
 A batched matrix product rounds in another order than one member's own, so a member agrees with
 its separate run to rounding, which training then carries on: bounded in tests/test_stack.py
-(float64: relative 1e-10 over tens of steps; float32: the final test metrics)."""
+(float64: relative 1e-10 over tens of steps; float32: the final test metrics).
+
+A net with dropout draws what each member's separate run draws: both arms of a separate run, and
+every member of one seed here, start from one copy of torch's random state and draw the same
+masks, so each seed's members run batched under their own copy (``randomness="same"``: one mask
+for the group, drawn as one unbatched call draws it), advanced by the training passes in the
+engine's order; the test metrics, in eval mode, draw nothing."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from wdexp import engine
 from wdexp.models.supervised import MiniBatchSupervised, Supervised
-from wdexp.stack.lane import Lane
+from wdexp.stack.lane import Lane, Member
 
 
 def _flat(stacked: Tensor) -> Tensor:
@@ -30,12 +38,65 @@ def _model(lane: Lane) -> Supervised:
     return model
 
 
-def _outputs(lane: Lane, x: Tensor, batched: bool) -> Tensor:
-    """Every member's net on ``x`` (one input for all, or one per member)."""
+@dataclass(frozen=True)
+class _Masks:
+    """Where a lane's dropout draws: for each group of its members with one random start, the
+    group's stream in ``streams`` (its first member's) and its rows."""
+
+    streams: engine.RandomStreams
+    groups: list[tuple[str, Tensor]]
+
+
+def _same_start(a: engine.RandomState, b: engine.RandomState) -> bool:
+    return all((x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
+               for x, y in zip(a, b, strict=True))
+
+
+def _masks(lane: Lane, streams: engine.RandomStreams) -> _Masks | None:
+    """The lane's draws, None where its net has no active dropout (one batched call for all)."""
+    if not any(isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0
+               for module in lane.module.modules()):
+        return None
+    groups: list[tuple[Member, list[int]]] = []
+    for member in lane.members:
+        rows = next((rows for first, rows in groups if _same_start(first.start, member.start)),
+                    None)
+        if rows is None:
+            groups.append((member, [member.row]))
+        else:
+            rows.append(member.row)
+    device = next(iter(lane.params.values())).device
+    return _Masks(streams, [(first.name, torch.tensor(rows, device=device))
+                            for first, rows in groups])
+
+
+def _forward(lane: Lane, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+             batched: bool, randomness: Literal["error", "same"] = "error") -> Tensor:
     def forward(params: dict[str, Tensor], buffers: dict[str, Tensor], inputs: Tensor) -> Tensor:
         return functional_call(lane.module, (params, buffers), (inputs,))
 
-    return vmap(forward, in_dims=(0, 0, 0 if batched else None))(lane.params, lane.buffers, x)
+    # "error" where nothing should draw: a random op the dropout check missed fails loudly
+    return vmap(forward, in_dims=(0, 0, 0 if batched else None),
+                randomness=randomness)(params, buffers, x)
+
+
+def _outputs(lane: Lane, x: Tensor, batched: bool, masks: _Masks | None = None) -> Tensor:
+    """Every member's net on ``x`` (one input for all, or one per member); with ``masks``,
+    each group under its own stream."""
+    if masks is None:
+        return _forward(lane, lane.params, lane.buffers, x, batched)
+    parts = []
+    for stream, rows in masks.groups:
+        params = {name: p[rows] for name, p in lane.params.items()}
+        buffers = {name: b[rows] for name, b in lane.buffers.items()}
+        with masks.streams.of(stream):
+            parts.append(_forward(lane, params, buffers, x[rows] if batched else x, batched,
+                                  randomness="same"))
+        with torch.no_grad():  # BatchNorm updated the gathered copies of its statistics
+            for name, buffer in buffers.items():
+                lane.buffers[name][rows] = buffer
+    order = torch.cat([rows for _, rows in masks.groups])
+    return torch.cat(parts)[torch.argsort(order)]
 
 
 def _losses(lane: Lane, outputs: Tensor, targets: Tensor, batched: bool) -> Tensor:
@@ -50,7 +111,8 @@ def _penalties(lane: Lane) -> Tensor | None:
     return decays / 2 * squares
 
 
-def _pass(lane: Lane, epoch: int, update: bool) -> tuple[Tensor, dict[str, Tensor]]:
+def _pass(lane: Lane, epoch: int, update: bool, masks: _Masks | None,
+          ) -> tuple[Tensor, dict[str, Tensor]]:
     """One pass over each member's mini-batches of ``epoch`` (or the full batch): the mean
     loss per member and the mean loss gradients, stacked; with ``update``, a step after each."""
     model = _model(lane)
@@ -66,7 +128,7 @@ def _pass(lane: Lane, epoch: int, update: bool) -> tuple[Tensor, dict[str, Tenso
         x, y = (data.x_train, data.y_train) if index is None else (data.x_train[index],
                                                                     data.y_train[index])
         batched = index is not None
-        losses = _losses(lane, _outputs(lane, x, batched), y, batched)
+        losses = _losses(lane, _outputs(lane, x, batched, masks), y, batched)
         penalties = _penalties(lane)
         (losses if penalties is None else losses + penalties).sum().backward()
         grads = lane.loss_grads()
@@ -115,21 +177,23 @@ def _gradient_columns(lane: Lane, grads: dict[str, Tensor]) -> Tensor:
     return torch.stack([grad_norm, size])
 
 
-def record(lane: Lane, epoch: int, update_first: bool,
+def record(lane: Lane, epoch: int, update_first: bool, streams: engine.RandomStreams,
            ) -> tuple[dict[str, dict[str, float]], set[str]]:
     """Each live member's record of this epoch and the members that diverged at it. A
     mini-batch lane trains epoch ``epoch - 1`` here (``update_first``), as the engine does;
-    a full-batch lane's step follows the record (:meth:`Lane.step`)."""
+    a full-batch lane's step follows the record (:meth:`Lane.step`). Dropout draws from
+    ``streams`` (each member's from its start), as the engine's arms draw from theirs."""
     minibatched = isinstance(_model(lane), MiniBatchSupervised)
+    masks = _masks(lane, streams)
     if minibatched and not update_first:
         saved = {name: b.clone() for name, b in lane.buffers.items()}
-        losses, grads = _pass(lane, 0, update=False)  # step 0: what epoch 0's batches see
+        losses, grads = _pass(lane, 0, update=False, masks=masks)  # what epoch 0's batches see
         with torch.no_grad():
             for name, buffer in saved.items():
                 lane.buffers[name].copy_(buffer)
     else:
         losses, grads = _pass(lane, max(epoch - 1, 0) if minibatched else epoch,
-                              update=minibatched)
+                              update=minibatched, masks=masks)
     names, values = _test_metrics(lane, losses)
     gradient = _gradient_columns(lane, grads)
     table = torch.cat([values, gradient]).T.tolist()

@@ -101,6 +101,15 @@ def test_every_optimizer_decay_mode_and_schedule_is_bit_identical_to_separate_ru
     _assert_identical(_grid(("epochs=25", *common), ("0.2", "1.5"), (0, 3)))
 
 
+def test_learning_rates_stack_as_lanes_with_one_baseline_per_seed_and_lr():
+    jobs = [(f"optimizer.lr={lr}", *job) for lr in ("0.01", "0.05")
+            for job in _grid(("epochs=15", "optimizer=sgd_momentum"), ("0.01", "0.3"), (0, 1))]
+    trained = _assert_identical(jobs)
+    # per lr: 2 seeds x (1 baseline + 2 decay arms); one torch optimizer per lr
+    assert len(trained.members) == 12 and len(trained.lanes) == 2
+    assert sorted(lane.lr for lane in trained.lanes) == [0.01, 0.05]
+
+
 def test_a_baseline_that_differs_beyond_decay_trains_in_a_lane_of_its_own():
     jobs = _grid(("epochs=30", "arms.baseline.optimizer.lr=0.02"), ("0.01", "0.1"), (0, 1))
     trained = _assert_identical(jobs)
@@ -112,8 +121,9 @@ def test_jobs_group_by_everything_but_seed_and_decay_and_chunk_by_members():
     keys = {stack.group_key(_job(*base, f"seed={s}", f"optimizer.weight_decay={wd}").study)
             for s, wd in itertools.product((0, 1), (0.1, 0.2))}
     assert len(keys) == 1
-    assert stack.group_key(_job(*base, "optimizer.lr=0.02").study) not in keys
+    assert stack.group_key(_job(*base, "optimizer.lr=0.02").study) in keys  # a lane of its own
     assert stack.group_key(_job("epochs=6").study) not in keys
+    assert stack.group_key(_job(*base, "optimizer.momentum=0.5").study) not in keys
     jobs = [_job(*overrides) for overrides in _grid(base, ("0.1", "0.2", "0.3"), (0, 1))]
     chunked = stack.chunks(jobs, 4)  # seed 0: 1 baseline + 3 decay arms; seed 1 the same
     assert [len(chunk) for chunk in chunked] == [3, 3]
@@ -228,9 +238,10 @@ class DropoutNet(nn.Module):
 def test_a_network_with_dropout_draws_each_seeds_masks_as_its_separate_runs(batch_size):
     common = ("epochs=3", "model=tiny_net", f"hydra.searchpath=[file://{OWN}/conf]",
               f"model._target_={__name__}.DropoutNet", "model.dropout=0.5",
-              "data.fraction=0.1", f"data.batch_size={batch_size}", "optimizer=adamw",
-              "optimizer.lr=0.01")
-    jobs = _grid(common, ("0.01", "0.3"), (0, 1))
+              "data.fraction=0.1", f"data.batch_size={batch_size}", "optimizer=adamw")
+    # two lrs, two lanes: each seed's masks drawn in both, as both lrs' separate runs draw them
+    jobs = [(*job, f"optimizer.lr={lr}") for lr in ("0.01", "0.003")
+            for job in _grid(common, ("0.01", "0.3"), (0, 1))]
     gaps = _relative_gaps(jobs)
     assert {*NET_KEYS, "test_accuracy"} <= gaps.keys()
     _assert_float64_rounding(gaps)

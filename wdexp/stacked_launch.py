@@ -5,11 +5,11 @@ First every job is prepared as Hydra runs a job — its folder, its ``.hydra`` f
 checked and built, its store opened, ``resume=true`` skipping a finished pair — but nothing
 trains and no run is created. If any job asks for what the stack cannot train exactly, the
 sweep is refused with one line naming the key (exit 2) and its sweep run deleted: the store is
-as it was. Then the jobs that differ only in ``seed`` and ``optimizer.weight_decay`` (and in
-``data.batch_seed`` and what the baseline arm changes) train together, in chunks of at most
-``hydra.launcher.max_members`` members, one chunk after another: each job's pair run and arm runs
-as its own job would write them, the arm runs tagged with the member they are
-(``wdexp.stack_member``; a baseline shared by several jobs says so).
+as it was. Then the jobs that differ only in ``seed``, ``optimizer.weight_decay`` and
+``optimizer.lr`` (and in ``data.batch_seed`` and what the baseline arm changes) train together,
+in chunks of at most ``hydra.launcher.max_members`` members, one chunk after another: each
+job's pair run and arm runs as its own job would write them, the arm runs tagged with the
+member they are (``wdexp.stack_member``; a baseline shared by several jobs says so).
 
 A stop signal ends every open pair KILLED with each trained step written, and the sweep; an
 error in one chunk ends its pairs FAILED and the next chunk goes on. A job that failed on its

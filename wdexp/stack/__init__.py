@@ -7,7 +7,9 @@ the same computation, trained once. A λ x seed sweep's baselines are one member
 by every pair of that seed; a baseline that depends on λ is a member of its own.
 
 **Lanes** (:mod:`wdexp.stack.lane`): members whose optimizer and scheduler differ only in λ,
-their parameters stacked, one torch optimizer for all, each member's λ applied on its rows.
+their parameters stacked, one torch optimizer for all, each member's λ applied on its rows. A
+sweep over lr has a lane per lr (one torch optimizer takes one lr per tensor), all stepped in
+lockstep.
 
 **Records.** A model with its own loss (the quadratic, the ridge, yours) is called once per
 member on its own rows (:mod:`wdexp.stack.exact`): every record bit-identical to the separate

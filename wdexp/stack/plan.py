@@ -14,12 +14,13 @@ from wdexp import engine
 from wdexp.models.contract import MiniBatched
 from wdexp.models.supervised import Supervised
 from wdexp.study import Arm, Study
-from wdexp.vocabulary import ARM_GROUPS, SEED, ConfigError
+from wdexp.vocabulary import ARM_GROUPS, LR, SEED, WEIGHT_DECAY, ConfigError
 
 STACKABLE = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 INSTEAD = "use hydra/launcher=joblib (or the default launcher) for it"
-# Config keys whose values may differ between the jobs of one stack (each member has its own).
-STACKED_KEYS = (SEED, "optimizer.weight_decay", "data.batch_seed")
+# Config keys whose values may differ between the jobs of one stack: each member has its own
+# seed, batch order and λ; each lr is a lane of its own (one torch optimizer per lr).
+STACKED_KEYS = (SEED, WEIGHT_DECAY, LR, "data.batch_seed")
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def member_key(study: Study, arm: Arm) -> str:
 
 def lane_key(arm: Arm) -> str:
     """Arms with one lane key differ at most in λ: one optimizer can update them all."""
-    return _key(_without(arm.spec.config, ["optimizer.weight_decay"]))
+    return _key(_without(arm.spec.config, [WEIGHT_DECAY]))
 
 
 def chunks(jobs: Sequence[Job], max_members: int) -> list[list[Job]]:

@@ -98,6 +98,19 @@ def cases(smoke: bool) -> list[Case]:
     members_epochs = 1 if smoke else 100
     digits = ("model=mlp", "model.hidden=[32]", "data.batch_size=128", "optimizer=adamw",
               "optimizer.weight_decay=0.01", f"epochs={members_epochs}")
+    stacked_sweep = wdexp("-m", "hydra/launcher=stacked", f"epochs={sweep}",
+                          f"optimizer.weight_decay={decays}")
+    new_store_run = wdexp(f"epochs={seed}", tree=smoke)
+
+    def members(jobs: int) -> Case:
+        # smoke: the rows above's commands (no process more; nothing is judged)
+        return Case(f"{2 * jobs} members (seed=range({jobs})), digits MLP {members_epochs} "
+                    "epochs, stacked, per member / one pair alone",
+                    stacked_sweep if smoke else wdexp("-m", "hydra/launcher=stacked", *digits,
+                                                      f"seed=range({jobs})"),
+                    new_store_run if smoke else wdexp(*digits), 0.2 if jobs == 32 else None,
+                    rounds=1, members=2 * jobs)
+
     does_decay_help = ("-m", "+experiment=does_decay_help", f"epochs={help_epochs}",
                        f"seed=range({help_seeds})",
                        *(("optimizer.weight_decay=0.1",) if smoke else ()))
@@ -106,8 +119,8 @@ def cases(smoke: bool) -> list[Case]:
     return [
         Case(f"seed run ({seed} epochs), existing store / bare loop",
              wdexp(f"epochs={seed}", kept=True), notebook(seed), 1.25),
-        Case(f"seed run ({seed} epochs), new store / bare loop",
-             wdexp(f"epochs={seed}", tree=smoke), notebook(seed), 1.25),
+        Case(f"seed run ({seed} epochs), new store / bare loop", new_store_run, notebook(seed),
+             1.25),
         Case(f"{long}-epoch pair, every epoch logged / bare loop",
              wdexp(f"epochs={long}", tree=smoke), notebook(long), 3.0, rounds=LONG_ROUNDS),
         Case(f"{n} values x {sweep} epochs multirun / tutorial multirun",
@@ -116,9 +129,7 @@ def cases(smoke: bool) -> list[Case]:
              rounds=MULTIRUN_ROUNDS),
         # The same sweep as one stacked model in one process (wdexp/stack.py).
         Case(f"{n} values x {sweep} epochs, hydra/launcher=stacked / tutorial multirun",
-             wdexp("-m", "hydra/launcher=stacked", f"epochs={sweep}",
-                   f"optimizer.weight_decay={decays}"),
-             tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.1,
+             stacked_sweep, tutorial("-m", f"epochs={sweep}", f"weight_decay={decays}"), 0.1,
              rounds=MULTIRUN_ROUNDS),
         # does_decay_help's shape, stacked against two joblib workers (the experiment's own).
         Case(f"{help_decays} x {help_seeds} seeds x {help_epochs}-epoch MNIST-1D MLP, "
@@ -128,12 +139,7 @@ def cases(smoke: bool) -> list[Case]:
                    f"hydra.launcher.n_jobs={help_workers}"), 0.2, rounds=1),
         # What a member costs as a stack grows: a seed sweep of digits MLP pairs (2 members per
         # job), stacked, per member against one pair run alone; judged at 64 members.
-        *(Case(f"{2 * jobs} members (seed=range({jobs})), digits MLP {members_epochs} epochs, "
-               "stacked, per member / one pair alone",
-               wdexp("-m", "hydra/launcher=stacked", *digits,
-                     f"seed=range({1 if smoke else jobs})"),
-               wdexp(*digits), 0.2 if jobs == 32 else None, rounds=1, members=2 * jobs)
-          for jobs in (1, 4, 32, 128)),
+        *(members(jobs) for jobs in (1, 4, 32, 128)),
         # The per-layer step geometry (wdexp/geometry.py) against the same pair without it.
         # (smoke: one command for both, a process less; nothing is judged)
         Case(f"bn_mlp pair ({bn_epochs} epochs), geometry logged / not logged",

@@ -28,6 +28,9 @@ class MlflowServer:
         """Every process of the server stops: requests hang, unanswered."""
         os.killpg(self.process.pid, signal.SIGSTOP)
 
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)

@@ -178,8 +178,9 @@ def _closed_port() -> int:
 def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
     uri = f"http://user:hunter2@127.0.0.1:{_closed_port()}"
     started = time.monotonic()
-    result = cli(f"tracking.uri={uri}", tmp_path=tmp_path, timeout=60,
-                 env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7"})  # a patient user setting
+    # connect_wait_s=0: no wait for a server to start (tests/system/test_first_contact.py)
+    result = cli(f"tracking.uri={uri}", "tracking.connect_wait_s=0", tmp_path=tmp_path,
+                 timeout=60, env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7"})  # a patient user
     elapsed = time.monotonic() - started
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()

@@ -21,7 +21,13 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from wdexp.credentials import warn_once
-from wdexp.vocabulary import DEFAULT_TIMEOUT_S, ConfigError, TrackingSpec, redact
+from wdexp.vocabulary import (
+    DEFAULT_CONNECT_WAIT_S,
+    DEFAULT_TIMEOUT_S,
+    ConfigError,
+    TrackingSpec,
+    redact,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout that holds conf/: the anchor for the default store and Hydra's output dirs."""
@@ -179,9 +185,13 @@ def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     upgrade_store = tracking.get("upgrade_store", False)
     if not isinstance(upgrade_store, bool):
         raise ConfigError("tracking.upgrade_store", "must be true or false", upgrade_store)
+    connect_wait_s = finite_number("tracking.connect_wait_s",
+                                   tracking.get("connect_wait_s", DEFAULT_CONNECT_WAIT_S),
+                                   minimum=0)
     if _hydra_saves_command_line():
         warn_once("tracking.uri", uri)
-    return TrackingSpec(uri, experiment, artifact_location, timeout_s, upgrade_store)
+    return TrackingSpec(uri, experiment, artifact_location, timeout_s, upgrade_store,
+                        connect_wait_s)
 
 
 def parse_job(cfg: DictConfig) -> JobSpec:

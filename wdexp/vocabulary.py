@@ -109,6 +109,7 @@ def source_tags(*arguments: str) -> dict[str, str]:
 # --- where results go --------------------------------------------------------------------------
 
 DEFAULT_TIMEOUT_S = 60.0  # a store that answers nothing this long fails the job
+DEFAULT_CONNECT_WAIT_S = 30.0  # a tracking server not listening yet is waited for this long
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class TrackingSpec:
     artifact_location: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     upgrade_store: bool = False  # an older MLflow store may be upgraded (a copy kept aside)
+    connect_wait_s: float = DEFAULT_CONNECT_WAIT_S
 
 
 # --- what a user is told -----------------------------------------------------------------------

@@ -31,8 +31,8 @@ import time
 from typing import Any, assert_never
 
 from wdexp.credentials import Redacting
+from wdexp.tracking import first_contact, orphans, runtree, store
 from wdexp.tracking import messages as m
-from wdexp.tracking import orphans, runtree, store
 from wdexp.tracking.channel import Closed, Receiver, Sender
 from wdexp.tracking.records import RunSpec, sweep_key
 from wdexp.tracking.watchdog import Watchdog, failure_of
@@ -60,6 +60,7 @@ class Service:
         self.pairs: dict[str, runtree.PairRecorder] = {}
         self.sweeps: dict[str, tuple[store.Store, str]] = {}  # run id -> (store, sweep dir)
         self.unusable: dict[TrackingSpec, ConfigError] = {}  # asked twice: fail once
+        self.reached_servers: set[TrackingSpec] = set()  # HTTP servers that answered once
         self.opened: set[store.Store] = set()
         self.told: set[store.Store] = set()  # stores whose metric writer the job was told of
         self.reaped: set[store.Store] = set()  # by this job's OpenStore, not yet reported
@@ -167,6 +168,9 @@ class Service:
         if spec in self.unusable:
             raise self.unusable[spec]
         try:
+            if spec.uri.startswith(("http://", "https://")) and spec not in self.reached_servers:
+                first_contact.wait_for_server(spec, self._wanted)
+                self.reached_servers.add(spec)
             connected = store.connect(spec)
         except ConfigError as error:
             self.unusable[spec] = error
@@ -175,6 +179,12 @@ class Service:
             self.opened.add(connected)
             os.environ.update(store.http_limits(spec.timeout_s))
         return connected
+
+    def _wanted(self) -> bool:
+        """While waiting for a server: the wait is progress (no timeout), and the training
+        process is still there to want it."""
+        self.watchdog.kick()
+        return not self.client_gone
 
     def log_steps(self, pair_id: str, steps: list[Any], timestamps: list[int]) -> None:
         if pair_id in self.broken:

@@ -33,9 +33,9 @@ from wdexp.vocabulary import (
 )
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
+INVALID_HOST = "Invalid Host header"  # an mlflow server's 403 for a host name it does not allow
 SEARCH_PAGE = 1000
 # The first contact with a server makes no retries: a wrong URI fails in seconds, not minutes.
-PREFLIGHT_TIMEOUT_S = 10
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -128,8 +128,9 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
         artifact_location = artifact_location or str(db.parent / "mlartifacts")
         guard = consent.creating(db, spec) if create else contextlib.nullcontext()
     else:
-        guard = _environment(**{**http_limits(PREFLIGHT_TIMEOUT_S),
-                                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        # The server has answered (wdexp.tracking.first_contact) or this is a reader: a busy
+        # server's slow answer is waited for, as any request's.
+        guard = _environment(**http_limits(spec.timeout_s))
     experiment = None
     try:
         with guard:
@@ -156,8 +157,10 @@ def connect(spec: TrackingSpec, *, create: bool = True) -> Store:
     except ConfigError:
         raise
     except Exception as error:  # any other failure to reach the store is the URI's
-        raise ConfigError("tracking.uri", f"cannot be used: {one_line(error)}",
-                          redact(spec.uri)) from None
+        reason = one_line(error)
+        if INVALID_HOST in reason:
+            reason += " (an mlflow server answers only the host names given to --allowed-hosts)"
+        raise ConfigError("tracking.uri", f"cannot be used: {reason}", redact(spec.uri)) from None
     if experiment is None:
         raise ConfigError("tracking.experiment", "is not in this store", spec.experiment)
     if experiment.lifecycle_stage != "active":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -77,6 +78,8 @@ def _ask(spec: TrackingSpec) -> str | None:
             raise _silent(spec) from None
         if isinstance(error.reason, ConnectionRefusedError):
             return "nothing listens there yet"
+        if isinstance(error.reason, ssl.SSLError):  # it answers; MLflow's TLS settings decide
+            return None
         raise ConfigError("tracking.uri", f"cannot be used: {error.reason}", shown) from None
     except TimeoutError:
         raise _silent(spec) from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import itertools
-from concurrent.futures import Future
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from wdexp.figures import Drawers, PairPlot, drawers, pair_figures, sweep_figures
+from wdexp.figures import PairPlot, drawers, pair_figures, sweep_figures
 from wdexp.figures.canvas import png
 from wdexp.figures.pair_plots import _pair_artists
 from wdexp.figures.sweep_plots import _sweep_artists
@@ -231,19 +230,6 @@ def test_degenerate_tables_still_draw(case):
         labels = [t.get_text() for t in figures["sweep.png"].axes[0].get_xticklabels()]
         assert labels == ["adam", "adamw"]
     assert_pngs(figures, {"sweep.png": SWEEP})
-
-
-def test_drawers_draw_in_a_worker_process_what_this_one_draws(monkeypatch):
-    # One worker whatever the machine: every other pair is drawn there, the rest here.
-    monkeypatch.setattr(drawers, "_workers", lambda pairs: 1)
-    plots = [quadratic_plot(title=f"pair {i}") for i in range(3)]
-    with Drawers(len(plots)) as drawn:
-        drawings = drawn.submit([plots[0], None, plots[1], plots[2]])
-        assert drawings[1] is None  # a pair without figures
-        assert [isinstance(d, Future) for d in drawings] == [False, False, True, False]
-        for plot, drawing in zip(plots, [drawings[0], *drawings[2:]], strict=True):
-            assert drawing is not None
-            assert drawing.result() == pair_figures(plot)
 
 
 @pytest.mark.parametrize(("cores", "pairs", "workers"),

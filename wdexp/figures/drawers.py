@@ -16,6 +16,8 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
 from typing import Protocol
 
@@ -38,6 +40,19 @@ class _Here:
 
     def result(self) -> dict[str, bytes]:
         return pair_figures(self.plot)
+
+
+class _There:
+    """A pair a worker draws; drawn here after all if the worker died (its pool broken)."""
+
+    def __init__(self, future: Future[dict[str, bytes]], plot: PairPlot) -> None:
+        self.future, self.plot = future, plot
+
+    def result(self) -> dict[str, bytes]:
+        try:
+            return self.future.result()
+        except BrokenProcessPool:
+            return pair_figures(self.plot)
 
 
 def _workers(pairs: int) -> int:
@@ -92,10 +107,17 @@ class Drawers:
             if plot is None:
                 drawings.append(None)
                 continue
-            here = self._pool is None or turn % (self.workers + 1) == 0
-            drawings.append(_Here(plot) if here else self._pool.submit(pair_figures, plot))
+            drawings.append(self._drawing(plot, here=turn % (self.workers + 1) == 0))
             turn += 1
         return drawings
+
+    def _drawing(self, plot: PairPlot, here: bool) -> Drawing:
+        if self._pool is not None and not here:
+            try:
+                return _There(self._pool.submit(pair_figures, plot), plot)
+            except BrokenProcessPool:  # a worker died (the OOM killer): this process draws
+                pass
+        return _Here(plot)
 
 
 def _warm() -> None:

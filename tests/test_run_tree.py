@@ -58,7 +58,7 @@ def test_pair_run_nests_two_arm_runs_with_params_metrics_and_config(run_job, rea
         "scheduler": _conf("scheduler/constant"),
         "arms": {"baseline": {"optimizer": {"lr": 0.01, "weight_decay": 0}}},
         "tracking": {"uri": store_uri, "experiment": "weight-decay", "artifact_location": None,
-                     "timeout_s": 60, "upgrade_store": False},
+                     "timeout_s": 60, "upgrade_store": False, "connect_wait_s": 30},
         "seed": 0, "epochs": 7, "device": "cpu", "resume": False,
         "geometry": {"steps_per_epoch": 8},
         "paths": {"root": str(CHECKOUT)},

@@ -86,12 +86,15 @@ class Stack:
         for that job alone; None for a job whose arms have all diverged."""
         device = engine.model_device(self.members[0].arm.model)
         streams = engine.RandomStreams({m.name: m.start for m in self.members}, device)
+        # Where each lane's dropout draws: its members' groups are fixed, found once.
+        masks = [vectorized.masks(lane, streams) if self.vectorized else None
+                 for lane in self.lanes]
         for epoch in range(self.epochs + 1):
             records: dict[str, dict[str, float]] = {}
             diverged: set[str] = set()
-            for lane in self.lanes:
+            for lane, lane_masks in zip(self.lanes, masks, strict=True):
                 if self.vectorized:
-                    found, gone = vectorized.record(lane, epoch, epoch > 0, streams)
+                    found, gone = vectorized.record(lane, epoch, epoch > 0, lane_masks)
                 else:
                     found, gone = exact.record(lane, epoch, streams)
                 if lane.geometry is not None:

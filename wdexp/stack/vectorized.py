@@ -39,12 +39,13 @@ def _model(lane: Lane) -> Supervised:
 
 
 @dataclass(frozen=True)
-class _Masks:
+class Masks:
     """Where a lane's dropout draws: for each group of its members with one random start, the
     group's stream in ``streams`` (its first member's) and its rows."""
 
     streams: engine.RandomStreams
     groups: list[tuple[str, Tensor]]
+    order: Tensor  # the groups' outputs, concatenated, back in the lane's row order
 
 
 def _same_start(a: engine.RandomState, b: engine.RandomState) -> bool:
@@ -52,7 +53,7 @@ def _same_start(a: engine.RandomState, b: engine.RandomState) -> bool:
                for x, y in zip(a, b, strict=True))
 
 
-def _masks(lane: Lane, streams: engine.RandomStreams) -> _Masks | None:
+def masks(lane: Lane, streams: engine.RandomStreams) -> Masks | None:
     """The lane's draws, None where its net has no active dropout (one batched call for all)."""
     if not any(isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0
                for module in lane.module.modules()):
@@ -66,8 +67,8 @@ def _masks(lane: Lane, streams: engine.RandomStreams) -> _Masks | None:
         else:
             rows.append(member.row)
     device = next(iter(lane.params.values())).device
-    return _Masks(streams, [(first.name, torch.tensor(rows, device=device))
-                            for first, rows in groups])
+    indices = [(first.name, torch.tensor(rows, device=device)) for first, rows in groups]
+    return Masks(streams, indices, torch.argsort(torch.cat([rows for _, rows in indices])))
 
 
 def _forward(lane: Lane, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
@@ -80,7 +81,7 @@ def _forward(lane: Lane, params: dict[str, Tensor], buffers: dict[str, Tensor], 
                 randomness=randomness)(params, buffers, x)
 
 
-def _outputs(lane: Lane, x: Tensor, batched: bool, masks: _Masks | None = None) -> Tensor:
+def _outputs(lane: Lane, x: Tensor, batched: bool, masks: Masks | None = None) -> Tensor:
     """Every member's net on ``x`` (one input for all, or one per member); with ``masks``,
     each group under its own stream."""
     if masks is None:
@@ -95,8 +96,7 @@ def _outputs(lane: Lane, x: Tensor, batched: bool, masks: _Masks | None = None) 
         with torch.no_grad():  # BatchNorm updated the gathered copies of its statistics
             for name, buffer in buffers.items():
                 lane.buffers[name][rows] = buffer
-    order = torch.cat([rows for _, rows in masks.groups])
-    return torch.cat(parts)[torch.argsort(order)]
+    return torch.cat(parts)[masks.order]
 
 
 def _losses(lane: Lane, outputs: Tensor, targets: Tensor, batched: bool) -> Tensor:
@@ -111,7 +111,7 @@ def _penalties(lane: Lane) -> Tensor | None:
     return decays / 2 * squares
 
 
-def _pass(lane: Lane, epoch: int, update: bool, masks: _Masks | None,
+def _pass(lane: Lane, epoch: int, update: bool, masks: Masks | None,
           ) -> tuple[Tensor, dict[str, Tensor]]:
     """One pass over each member's mini-batches of ``epoch`` (or the full batch): the mean
     loss per member and the mean loss gradients, stacked; with ``update``, a step after each."""
@@ -177,14 +177,13 @@ def _gradient_columns(lane: Lane, grads: dict[str, Tensor]) -> Tensor:
     return torch.stack([grad_norm, size])
 
 
-def record(lane: Lane, epoch: int, update_first: bool, streams: engine.RandomStreams,
+def record(lane: Lane, epoch: int, update_first: bool, masks: Masks | None,
            ) -> tuple[dict[str, dict[str, float]], set[str]]:
     """Each live member's record of this epoch and the members that diverged at it. A
     mini-batch lane trains epoch ``epoch - 1`` here (``update_first``), as the engine does;
-    a full-batch lane's step follows the record (:meth:`Lane.step`). Dropout draws from
-    ``streams`` (each member's from its start), as the engine's arms draw from theirs."""
+    a full-batch lane's step follows the record (:meth:`Lane.step`). Dropout draws where
+    ``masks`` says (:func:`masks`), as the engine's arms draw from their streams."""
     minibatched = isinstance(_model(lane), MiniBatchSupervised)
-    masks = _masks(lane, streams)
     if minibatched and not update_first:
         saved = {name: b.clone() for name, b in lane.buffers.items()}
         losses, grads = _pass(lane, 0, update=False, masks=masks)  # what epoch 0's batches see

@@ -1,7 +1,8 @@
 """wdexp from Python (``wdexp.run``, ``wdexp.sweep``), called in this test process as a script
 or a notebook would: the seed notebook's table bit for bit, read back from the store; the
 command line's one-line errors as exceptions, nothing created; every launcher's sweep; and the
-process left as it was (logging, signal handlers, working directory, environment, Hydra)."""
+process left as it was (logging, signal handlers, working directory, environment, grad mode,
+Hydra)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import random
 import signal
 
 import pytest
+import torch
 
 import wdexp
 from tests.conftest import StoreReader
@@ -26,16 +28,18 @@ def _process_state() -> tuple:
                if isinstance(lg, logging.Logger)}
     return (loggers, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
             os.getcwd(), dict(os.environ), GlobalHydra.instance().is_initialized(),
-            HydraConfig.initialized())
+            HydraConfig.initialized(), torch.is_grad_enabled())
 
 
 def test_run_reproduces_the_seed_notebook_and_leaves_the_process_as_it_was(tmp_path,
                                                                             store_uri):
     import wdexp.api  # its imports (and the loggers they make) before the state is taken
 
-    before = _process_state()
-    result = wdexp.run(f"tracking.uri={store_uri}", f"hydra.run.dir={tmp_path}/run")
-    after = _process_state()
+    # From a cell under no_grad too: the pair trains, and the cell's grad mode is its own again.
+    with torch.no_grad():
+        before = _process_state()
+        result = wdexp.run(f"tracking.uri={store_uri}", f"hydra.run.dir={tmp_path}/run")
+        after = _process_state()
     assert after[1:] == before[1:]
     assert {n: s for n, s in after[0].items() if n in before[0]} == before[0]
     # What the call's imports registered stays: a plugin registers its configs only once.

@@ -110,8 +110,9 @@ def sweep(*overrides: str, launcher: str | None = None, config_dir: str | Path |
 
 @contextlib.contextmanager
 def _process_kept() -> Iterator[None]:
-    """Logging, stop-signal handlers and state, the environment, the working directory and
-    Hydra's global state, as they were before the call."""
+    """Logging, stop-signal handlers and state, the environment, the working directory,
+    torch's grad mode and Hydra's global state, as they were before the call."""
+    import torch
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
@@ -124,9 +125,15 @@ def _process_kept() -> Iterator[None]:
     # imports left them (a plugin registers its configs once, when it is first imported).
     per_job = {cls: Singleton._instances.get(cls) for cls in (HydraConfig, JobRuntime)}
     ray_before = _ray_connected()
+    # Training needs grad mode whatever the caller's (a cell inside ``torch.no_grad()``), and an
+    # interrupt that lands inside torch's own switching of it (``optimizer.step`` sets and
+    # resets it every step) can leave it off: the caller gets back the mode it had.
+    grad_before = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
     try:
         yield
     finally:
+        torch.set_grad_enabled(grad_before)
         if _ray_connected() and not ray_before:
             # Hydra's Ray launchers connect this process to a cluster (or start one) and never
             # let go: the next call would reuse that connection whatever its address, and a

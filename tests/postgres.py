@@ -18,7 +18,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,10 +103,18 @@ def _check_traversable(folder: Path) -> None:
                                "other users may traverse")
 
 
+Wrap = Callable[[Sequence[str]], list[str]]
+"""How a command runs on another host (tests/system/hosts.py: ``Network.command``)."""
+
+
 @contextmanager
-def running_postgres(dbname: str = "mlflow", user: str = "wdexp") -> Iterator[Postgres]:
+def running_postgres(dbname: str = "mlflow", user: str = "wdexp",
+                     on: Wrap | None = None) -> Iterator[Postgres]:
     """A fresh cluster with database ``dbname`` owned by role ``user`` (random password, not a
-    superuser); stopped and deleted on exit. Skips the test where no PostgreSQL is installed."""
+    superuser); stopped and deleted on exit. Skips the test where no PostgreSQL is installed.
+
+    ``on`` runs the server on another host (its TCP port on that host's 127.0.0.1); this
+    process reaches it through its socket in the cluster's folder."""
     bindir = find_bindir()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries (initdb, postgres) found: install Debian's "
@@ -117,7 +125,7 @@ def running_postgres(dbname: str = "mlflow", user: str = "wdexp") -> Iterator[Po
         if owner is not None:
             _check_traversable(folder)
             os.chown(folder, owner.pw_uid, owner.pw_gid)
-        with _cluster(bindir, folder, owner, dbname, user) as postgres:
+        with _cluster(bindir, folder, owner, dbname, user, on) as postgres:
             yield postgres
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -125,7 +133,7 @@ def running_postgres(dbname: str = "mlflow", user: str = "wdexp") -> Iterator[Po
 
 @contextmanager
 def _cluster(bindir: Path, folder: Path, owner: pwd.struct_passwd | None, dbname: str,
-             user: str) -> Iterator[Postgres]:
+             user: str, on: Wrap | None) -> Iterator[Postgres]:
     # As the unprivileged owner, with none of root's groups; the cwd must be one it may enter.
     as_owner: dict[str, Any] = {"cwd": folder, "env": child_env({"LC_ALL": "C"})}
     if owner is not None:
@@ -159,11 +167,19 @@ def _cluster(bindir: Path, folder: Path, owner: pwd.struct_passwd | None, dbname
         conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
 
     log = folder / "postgres.log"
+    command = [str(bindir / "postgres"), "-D", str(data)]
+    if on is not None:  # entering another host takes root: the owner is taken on inside it
+        if owner is not None:
+            command = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}",
+                       "--clear-groups", *command]
+        command = on(command)
+        as_owner = {key: value for key, value in as_owner.items()
+                    if key not in ("user", "group", "extra_groups")}
     with open(log, "wb") as output:  # the owner writes it through this descriptor, not a path
-        server = subprocess.Popen([str(bindir / "postgres"), "-D", str(data)], stdout=output,
-                                  stderr=subprocess.STDOUT, start_new_session=True, **as_owner)
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True, **as_owner)
     try:
-        admin = _wait_until_ready(server, port, admin_password, log)
+        admin = _wait_until_ready(server, folder, port, admin_password, log)
         password = secrets.token_urlsafe(24)
         _create_role_and_database(admin, user, password, dbname)
         yield Postgres(HOST, port, user, password, dbname, log)
@@ -171,14 +187,16 @@ def _cluster(bindir: Path, folder: Path, owner: pwd.struct_passwd | None, dbname
         _stop(server)
 
 
-def _wait_until_ready(server: subprocess.Popen[bytes], port: int, admin_password: str,
-                      log: Path) -> Any:
+def _wait_until_ready(server: subprocess.Popen[bytes], folder: Path, port: int,
+                      admin_password: str, log: Path) -> Any:
+    """The admin's connection, through the server's socket in ``folder`` (a path on the disk:
+    it reaches a server on another host's network too)."""
     import psycopg2
 
     deadline = time.monotonic() + 60
     while True:
         try:
-            return psycopg2.connect(host=HOST, port=port, user="postgres",
+            return psycopg2.connect(host=str(folder), port=port, user="postgres",
                                     password=admin_password, dbname="postgres",
                                     connect_timeout=2)
         except psycopg2.OperationalError:

@@ -40,6 +40,7 @@ BAD_INPUTS = [
                                   "torch accepts (got 18446744073709551616)"),
     ("seed=-9223372036854775809", "seed must be an integer >= -2**63 and < 2**64, the range "
                                   "torch accepts (got -9223372036854775809)"),
+    ("tracking.orphan_after_s=0", "tracking.orphan_after_s must be a finite number >= 1 (got 0)"),
     (f"tracking.experiment={'x' * 257}", "tracking.experiment must be at most 256 characters, "
                                          "the size of MLflow's experiment name column "
                                          "(got 257 characters)"),

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from wdexp.credentials import warn_once
 from wdexp.vocabulary import (
     DEFAULT_CONNECT_WAIT_S,
+    DEFAULT_ORPHAN_AFTER_S,
     DEFAULT_TIMEOUT_S,
     ConfigError,
     TrackingSpec,
@@ -188,10 +189,13 @@ def parse_tracking(cfg: DictConfig) -> TrackingSpec:
     connect_wait_s = finite_number("tracking.connect_wait_s",
                                    tracking.get("connect_wait_s", DEFAULT_CONNECT_WAIT_S),
                                    minimum=0)
+    orphan_after_s = finite_number("tracking.orphan_after_s",
+                                   tracking.get("orphan_after_s", DEFAULT_ORPHAN_AFTER_S),
+                                   minimum=1)
     if _hydra_saves_command_line():
         warn_once("tracking.uri", uri)
     return TrackingSpec(uri, experiment, artifact_location, timeout_s, upgrade_store,
-                        connect_wait_s)
+                        connect_wait_s, orphan_after_s)
 
 
 def parse_job(cfg: DictConfig) -> JobSpec:

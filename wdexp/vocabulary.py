@@ -51,6 +51,7 @@ DIVERGED_TAG, DIVERGED_AT_TAG = "wdexp.diverged", "wdexp.diverged_at"
 # Who keeps a run open: "host pid start-ticks" of the tracking process and the last time it
 # said so. A later job ends a RUNNING run whose owner is gone (see wdexp.tracking.orphans).
 OWNER_TAG, HEARTBEAT_TAG = "wdexp.owner", "wdexp.heartbeat"
+ORPHAN_AFTER_TAG = "wdexp.orphan_after_s"  # the staleness its owner promised to beat within
 ORPHANED_TAG = "wdexp.orphaned"  # why a later job ended this run
 FAILURE_TAG = "wdexp.failure"  # the one-line reason a run ended FAILED or KILLED
 # On a job's earlier attempt (a launcher's retry, a requeued task): the pair that replaced it.
@@ -110,6 +111,7 @@ def source_tags(*arguments: str) -> dict[str, str]:
 
 DEFAULT_TIMEOUT_S = 60.0  # a store that answers nothing this long fails the job
 DEFAULT_CONNECT_WAIT_S = 30.0  # a tracking server not listening yet is waited for this long
+DEFAULT_ORPHAN_AFTER_S = 600.0  # a run whose owner sent no heartbeat this long is ended
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class TrackingSpec:
     timeout_s: float = DEFAULT_TIMEOUT_S
     upgrade_store: bool = False  # an older MLflow store may be upgraded (a copy kept aside)
     connect_wait_s: float = DEFAULT_CONNECT_WAIT_S
+    orphan_after_s: float = DEFAULT_ORPHAN_AFTER_S
 
 
 # --- what a user is told -----------------------------------------------------------------------

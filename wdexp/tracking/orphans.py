@@ -6,20 +6,28 @@ processes of a job die (SIGKILL, a launcher killing both, a machine lost), or th
 of reach while they closed, the run stays RUNNING. The next job into the same experiment ends
 such runs KILLED, with the reason as a tag: on this host when the owner's process no longer
 exists (a pid alone could have been reused, so its start time must match too); from anywhere
-when the heartbeat is older than :data:`STALE_S`.
+when the heartbeat is older than the staleness its owner promised (``tracking.orphan_after_s``,
+written on the run as a tag; the owner beats five times within it).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
 
 from wdexp.tracking.store import Store, search_all, terminate
-from wdexp.vocabulary import HEARTBEAT_TAG, ORPHANED_TAG, OWNER_TAG, RUN_KIND_TAG
+from wdexp.vocabulary import (
+    DEFAULT_ORPHAN_AFTER_S,
+    HEARTBEAT_TAG,
+    ORPHAN_AFTER_TAG,
+    ORPHANED_TAG,
+    OWNER_TAG,
+    RUN_KIND_TAG,
+)
 
-HEARTBEAT_S = 30.0
-STALE_S = 600.0  # ten missed heartbeats: the owner is gone, wherever it ran
+HEARTBEAT_S = 30.0  # at most: a shorter tracking.orphan_after_s beats more often
 
 
 def _stat(pid: int) -> tuple[str, str] | None:
@@ -43,7 +51,22 @@ def owner() -> str:
     return f"{socket.gethostname()} {os.getpid()} {_start_ticks(os.getpid())}"
 
 
-def _gone(owner_tag: str, heartbeat: str | None, now: float) -> str | None:
+def beat_period(orphan_after_s: float) -> float:
+    """How often an owner refreshes the heartbeat of runs that go stale after
+    ``orphan_after_s``: four beats may be missed (a store busy for a while) before they do."""
+    return min(HEARTBEAT_S, orphan_after_s / 5)
+
+
+def _stale_after(tag: str | None) -> float:
+    """The staleness a run's owner promised; for runs from before the tag, the default."""
+    try:
+        value = float(tag or "nan")
+    except ValueError:
+        return DEFAULT_ORPHAN_AFTER_S
+    return value if math.isfinite(value) and value > 0 else DEFAULT_ORPHAN_AFTER_S
+
+
+def _gone(owner_tag: str, heartbeat: str | None, stale_after: float, now: float) -> str | None:
     """Why the owner is gone, or None while it may still be alive."""
     host, pid, ticks = ([*owner_tag.split(" "), "", ""])[:3]
     if host == socket.gethostname() and pid.isdigit():
@@ -64,8 +87,9 @@ def _gone(owner_tag: str, heartbeat: str | None, now: float) -> str | None:
         age = now - float(heartbeat or "nan")
     except ValueError:
         return None
-    if age > STALE_S:
-        return f"no heartbeat from {host} for {age / 60:.0f} min"
+    if age > stale_after:
+        late = f"{age / 60:.0f} min" if age >= 120 else f"{age:.0f} s"
+        return f"no heartbeat from {host} for {late} (tracking.orphan_after_s={stale_after:g})"
     return None
 
 
@@ -83,7 +107,8 @@ def reap(store: Store) -> list[str]:
         tags = run.data.tags
         if tags.get(RUN_KIND_TAG) not in ("pair", "sweep") or OWNER_TAG not in tags:
             continue
-        reason = _gone(tags[OWNER_TAG], tags.get(HEARTBEAT_TAG), now)
+        reason = _gone(tags[OWNER_TAG], tags.get(HEARTBEAT_TAG),
+                       _stale_after(tags.get(ORPHAN_AFTER_TAG)), now)
         if reason is None:
             continue
         run_id = run.info.run_id

@@ -25,11 +25,13 @@ from wdexp.tracking.orphans import owner
 from wdexp.tracking.records import RunSpec, Step
 from wdexp.tracking.store import Store, create_run, one_line, quoted, search_all, terminate
 from wdexp.vocabulary import (
+    DEFAULT_ORPHAN_AFTER_S,
     DIVERGED_AT_TAG,
     DIVERGED_TAG,
     FAILURE_TAG,
     HEARTBEAT_TAG,
     JOB,
+    ORPHAN_AFTER_TAG,
     OWNER_TAG,
     RUN_KIND_TAG,
     SUMMARY_METRICS,
@@ -148,10 +150,12 @@ class PairRecorder:
         self.wrote()
 
 
-def owned(spec: RunSpec) -> RunSpec:
-    """``spec`` with MLflow's context tags and this process as its owner (see orphans)."""
+def owned(spec: RunSpec, orphan_after_s: float) -> RunSpec:
+    """``spec`` with MLflow's context tags and this process as its owner, which promises a
+    heartbeat within ``orphan_after_s`` (see orphans)."""
     return RunSpec(spec.name, spec.params, {**_source_tags(), **spec.tags, OWNER_TAG: owner(),
-                                            HEARTBEAT_TAG: str(int(time.time()))})
+                                            HEARTBEAT_TAG: str(int(time.time())),
+                                            ORPHAN_AFTER_TAG: f"{orphan_after_s:g}"})
 
 
 def supersede(store: Store, parent_id: str, job: str, pair_id: str) -> None:
@@ -167,15 +171,16 @@ def supersede(store: Store, parent_id: str, job: str, pair_id: str) -> None:
 
 def open_pair(store: Store, pair: RunSpec, arms: Mapping[str, RunSpec],
               files: Mapping[str, str], parent_id: str | None = None,
-              wrote: Callable[[], None] = lambda: None) -> PairRecorder:
+              wrote: Callable[[], None] = lambda: None,
+              orphan_after_s: float = DEFAULT_ORPHAN_AFTER_S) -> PairRecorder:
     """Create the pair run (under a sweep run, if given), its arm runs and its files."""
     created: list[str] = []
     try:
-        created.append(create_run(store, owned(pair), parent_id))
+        created.append(create_run(store, owned(pair, orphan_after_s), parent_id))
         if parent_id is not None and tag(JOB) in pair.tags:
             supersede(store, parent_id, pair.tags[tag(JOB)], created[0])
         for arm in arms.values():
-            created.append(create_run(store, owned(arm), parent_id=created[0]))
+            created.append(create_run(store, owned(arm, orphan_after_s), parent_id=created[0]))
         log_files(store, created[0], files)
     except BaseException as error:
         fail(store, created, error)

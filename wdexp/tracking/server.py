@@ -71,6 +71,7 @@ class Service:
         self.done = 0
         self.watchdog = Watchdog(lambda: self.send(m.Progress(self.done)))
         self._last_beat = time.monotonic()
+        self._beat_s = orphans.HEARTBEAT_S  # the shortest any open run's staleness asks for
 
     def send(self, message: Any) -> None:
         if self.client_gone:
@@ -117,7 +118,8 @@ class Service:
                 return store.find_sweep_run(self.store(spec), sweep_dir)
             case m.OpenPair(spec, pair, arms, files, parent_id):
                 recorder = runtree.open_pair(self.store(spec), pair, arms, files, parent_id,
-                                             wrote=self.watchdog.kick)
+                                             wrote=self.watchdog.kick,
+                                             orphan_after_s=spec.orphan_after_s)
                 self.pairs[recorder.pair_id] = recorder
                 return recorder.pair_id, recorder.arm_ids
             case m.LogSteps(pair_id, steps, timestamps):
@@ -165,6 +167,7 @@ class Service:
     def store(self, spec: TrackingSpec) -> store.Store:
         """The spec's store, opened once per process."""
         self.timeout_s, self.uri = spec.timeout_s, spec.uri
+        self._beat_s = min(self._beat_s, orphans.beat_period(spec.orphan_after_s))
         if spec in self.unusable:
             raise self.unusable[spec]
         try:
@@ -210,7 +213,8 @@ class Service:
     def open_sweep(self, spec: TrackingSpec, sweep: RunSpec, sweep_dir: str) -> str:
         tags = {**sweep.tags, SWEEP_DIR_TAG: sweep_dir, SWEEP_KEY_TAG: sweep_key(sweep_dir)}
         target = self.store(spec)
-        run_id = store.create_run(target, runtree.owned(RunSpec(sweep.name, sweep.params, tags)))
+        run_id = store.create_run(target, runtree.owned(RunSpec(sweep.name, sweep.params, tags),
+                                                        spec.orphan_after_s))
         self.sweeps[run_id] = (target, sweep_dir)
         return run_id
 
@@ -228,7 +232,7 @@ class Service:
                 self.broken.add(pair_id)
                 self.send(m.Broken(failure_of(error, recorder.store.uri)))
                 return
-        if time.monotonic() - self._last_beat >= orphans.HEARTBEAT_S:
+        if time.monotonic() - self._last_beat >= self._beat_s:
             self._last_beat = time.monotonic()
             self.heartbeat()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON
+from tests.conftest import PYTHON, StoreReader
+from tests.jobs import training, wait_for
 from tests.postgres import running_postgres
 from tests.system.hosts import Network, network, unavailable
-from tests.system.ray_nodes import RAY_LOOPBACK
+from tests.system.ray_nodes import RAY_LOOPBACK, session_members
+from wdexp.vocabulary import ORPHANED_TAG, OWNER_TAG, SUPERSEDED_TAG
 
-pytestmark = pytest.mark.slow
+# One worker runs this module under pytest-xdist: its hosts and server start once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hosts")]
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACKING, LOGIN, WORKERS = "tracking", "login", ("worker-1", "worker-2")
 PAIR_FIGURES = {"loss.png", "weights.png", "trajectory.png"}
+CUT_EPOCHS = 3000
 ARM_METRICS = {"loss", "weight_norm", "w_1", "w_2", "lr", "grad_norm", "decay_grad_ratio"}
 
 
@@ -39,6 +44,12 @@ class Cluster:
     url: str  # the tracking server, as the other hosts reach it
     secret: str  # the database password: in the server's environment only
     disk: Path  # the tracking host's own folder: the server's log and artifacts
+    database: str  # the server's database, through its socket: the test's view while jobs run
+
+    def watch(self, experiment: str, monkeypatch: pytest.MonkeyPatch) -> StoreReader:
+        """The store as this test reads it while jobs run (no network: the database's socket)."""
+        monkeypatch.setenv("PGPASSWORD", self.secret)  # this process's; children never get it
+        return StoreReader(self.database, experiment)
 
     def dump(self, folder: Path, experiment: str = "weight-decay") -> list[dict]:
         """The store as a user on the login host reads it, artifacts downloaded into folder."""
@@ -48,12 +59,13 @@ class Cluster:
         return json.loads(done.stdout)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The hosts, PostgreSQL and the MLflow server on the tracking host (each test its own
+    experiment); every test that pulls a cable plugs it back."""
     if reason := unavailable():
         pytest.skip(reason)
-    disk = tmp_path / "tracking-host"
-    disk.mkdir()
+    disk = tmp_path_factory.mktemp("tracking-host")
     with network(TRACKING, LOGIN, *WORKERS) as net:
         others = (LOGIN, *WORKERS)
         net.hide(disk, *others)
@@ -72,39 +84,53 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                      "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
             try:
                 net.wait_http(LOGIN, f"{url}/health")
-                yield Cluster(net, url, postgres.password, disk)
+                database = (f"postgresql+psycopg2://{postgres.user}@/{postgres.dbname}"
+                            f"?host={postgres.log.parent}&port={postgres.port}")
+                yield Cluster(net, url, postgres.password, disk, database)
             finally:
                 net.stop(server)  # before its database goes
 
 
+@dataclass(frozen=True)
+class RayNodes:
+    head: str  # the address jobs are sent to
+    files: Path  # the nodes' temp folders (their logs)
+    sessions: dict[str, int]  # each host's node: the session id of its processes
+
+
 @contextmanager
-def ray_cluster(net: Network, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def ray_cluster(net: Network, tmp_path: Path) -> Iterator[RayNodes]:
     """Ray's head on the login host (no CPU of its own: it runs no job), a one-CPU Ray node on
-    each worker host; yields the head's address once both workers have joined, and the
-    folder of the nodes' files (their logs)."""
+    each worker host, yielded once both workers have joined."""
     ray = [PYTHON, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
            "--object-store-memory=100000000"]
     head = f"{net[LOGIN].address}:6379"
     env = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S":
-           RAY_LOOPBACK["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"]}
+           RAY_LOOPBACK["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"],
+           # A node that stops answering is dead after about 10 s, not Ray's minute.
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
+           "RAY_health_check_failure_threshold": "5"}
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's sockets need short paths
+    nodes = []
     try:
-        net.start(LOGIN, [*ray, "--head", f"--node-ip-address={net[LOGIN].address}",
+        nodes.append(net.start(LOGIN, [*ray, "--head", f"--node-ip-address={net[LOGIN].address}",
                           "--port=6379", "--num-cpus=0", "--include-dashboard=false",
                           f"--temp-dir={temp}/login"],
-                  log=tmp_path / "ray-login.log", env=env)
-        for worker in WORKERS:
-            net.start(worker, [*ray, f"--address={head}",
-                               f"--node-ip-address={net[worker].address}", "--num-cpus=1",
-                               f"--temp-dir={temp}/{worker}"],
-                      log=tmp_path / f"ray-{worker}.log", env=env)
+                  log=tmp_path / "ray-login.log", env=env))
+        nodes += [net.start(worker, [*ray, f"--address={head}",
+                                     f"--node-ip-address={net[worker].address}",
+                                     "--num-cpus=1", f"--temp-dir={temp}/{worker}"],
+                            log=tmp_path / f"ray-{worker}.log", env=env)
+                  for worker in WORKERS]
         joined = net.run(LOGIN, [PYTHON, "-c", _WAIT_FOR_WORKERS, head], timeout=240)
         assert joined.returncode == 0, joined.stderr[-3000:] + "".join(
             (tmp_path / f"ray-{h}.log").read_text() for h in (LOGIN, *WORKERS))
-        yield head, temp
+        yield RayNodes(head, temp, {host: node.pid
+                                    for host, node in zip((LOGIN, *WORKERS), nodes, strict=True)})
     finally:
-        # The nodes are stopped with the network; their logs are read by the test first.
+        survivors = [pid for node in reversed(nodes) for pid in net.stop(node)]
         shutil.rmtree(temp, ignore_errors=True)
+    assert survivors == [], f"Ray processes outlived SIGTERM: {survivors}"
 
 
 _WAIT_FOR_WORKERS = """
@@ -126,15 +152,15 @@ def leaks(secret: str, *folders: Path) -> list[str]:
 def test_a_ray_sweep_from_the_login_host_runs_on_both_workers_into_the_team_server(
         cluster: Cluster, tmp_path: Path) -> None:
     net, epochs = cluster.net, 200
-    with ray_cluster(net, tmp_path) as (head, ray_files):
+    with ray_cluster(net, tmp_path) as ray:
         sweep = net.run(LOGIN, [PYTHON, "-m", "wdexp.train", "-m", "hydra/launcher=ray_cluster",
-                                f"hydra.launcher.ray.init.address={head}",
+                                f"hydra.launcher.ray.init.address={ray.head}",
                                 f"tracking.uri={cluster.url}", "seed=0,1", f"epochs={epochs}",
                                 f"hydra.sweep.dir={tmp_path}/multirun"],
                         cwd=tmp_path, timeout=600)
         output = sweep.stdout + sweep.stderr
         assert sweep.returncode == 0, output[-5000:]
-        assert leaks(cluster.secret, ray_files) == []  # the nodes' logs
+        assert leaks(cluster.secret, ray.files) == []  # the nodes' logs
 
     runs = cluster.dump(tmp_path / "downloaded")
     kinds = Counter((r["tags"]["wdexp.kind"], r["status"]) for r in runs)
@@ -164,3 +190,81 @@ def test_a_ray_sweep_from_the_login_host_runs_on_both_workers_into_the_team_serv
     assert cluster.secret not in json.dumps(runs) + output
     assert leaks(cluster.secret, tmp_path / "downloaded", tmp_path / "multirun",
                  *tmp_path.glob("ray-*.log")) == []
+
+
+def test_a_worker_cut_off_mid_sweep_loses_one_pair_which_resume_reruns(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker 1's cable pulled while both jobs train: its job cannot reach the server and ends
+    within tracking.timeout_s, its runs left RUNNING. Once the cable is back, Ray either
+    delivers that job's failure (the sweep ends, exit 1, one job not finished) or, had it
+    declared the node dead first, runs the task again on worker 2 (exit 0): either way the runs
+    worker 1 left are ended once their heartbeat is older than tracking.orphan_after_s, and
+    ``resume=true`` reruns exactly the pair not finished, leaving each seed one finished
+    pair."""
+    net, experiment = cluster.net, "cut"
+    cluster.watch(experiment, monkeypatch)
+    with ray_cluster(net, tmp_path) as ray:
+        sweep = [PYTHON, "-m", "wdexp.train", "-m", "hydra/launcher=ray_cluster",
+                 f"hydra.launcher.ray.init.address={ray.head}", f"tracking.uri={cluster.url}",
+                 f"tracking.experiment={experiment}", "tracking.orphan_after_s=6",
+                 "tracking.timeout_s=10", "seed=0,1", f"epochs={CUT_EPOCHS}",
+                 f"hydra.sweep.dir={tmp_path}/multirun"]
+        first = net.start(LOGIN, sweep, log=tmp_path / "sweep.log", cwd=tmp_path)
+        try:
+            wait_for(lambda: training(StoreReader(cluster.database, experiment), 2),
+                     "both jobs training", timeout=180)
+            net.cut(WORKERS[0])
+            try:
+                cut_at = time.monotonic()
+                wait_for(lambda: not running_jobs(ray.sessions[WORKERS[0]]),
+                         "the job on the cut-off worker to end", timeout=90)
+                ended = time.monotonic() - cut_at
+            finally:
+                net.plug(WORKERS[0])
+            first.wait(timeout=300)
+        finally:
+            if first.poll() is None:
+                net.stop(first)
+        output = (tmp_path / "sweep.log").read_text()
+        assert (first.returncode, "1 of 2 jobs did not finish" in output) in (
+            (0, False), (1, True)), output[-5000:]
+        again = net.run(LOGIN, [*sweep, "resume=true"], cwd=tmp_path, timeout=300)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+    assert ended < 10 + 15, f"{ended:.0f} s"  # tracking.timeout_s and the job's own margin
+
+    store = StoreReader(cluster.database, experiment)
+    assert "RUNNING" not in {r.info.status for r in store.runs()}
+    pairs = store.runs("pair")
+    host = {p.info.run_id: p.data.tags[OWNER_TAG].split()[0] for p in pairs}
+    (cut_off,) = [p for p in pairs if host[p.info.run_id] == WORKERS[0]]
+    # Ended KILLED by the first job that looked once its heartbeat was stale — or FAILED by its
+    # own job after all, whose last write went through when the cable was back.
+    reason = cut_off.data.tags[ORPHANED_TAG]
+    assert reason.startswith(f"no heartbeat from {WORKERS[0]} for "), reason
+    assert reason.endswith("(tracking.orphan_after_s=6)"), reason
+    ended_as = {cut_off.info.status, *(a.info.status
+                                       for a in store.arms(cut_off.info.run_id).values())}
+    assert ended_as <= {"KILLED", "FAILED"}, ended_as
+    finished = [p for p in pairs if p.info.status == "FINISHED"]
+    assert sorted(p.data.params["seed"] for p in finished) == ["0", "1"], pairs  # once each
+    assert len(pairs) == 3  # and nothing more was run
+    for pair in finished:
+        for arm in store.arms(pair.info.run_id).values():
+            steps = [step for step, _ in store.history(arm.info.run_id, "loss")]
+            assert steps == list(range(CUT_EPOCHS + 1))
+    rerun = next(p for p in finished if p.data.params["seed"] == cut_off.data.params["seed"])
+    sweeps = {s.info.run_id: s for s in store.runs("sweep")}
+    if first.returncode == 0:  # Ray ran it again in the same sweep, which says so
+        assert cut_off.data.tags[SUPERSEDED_TAG] == rerun.info.run_id
+        assert [s.info.status for s in sweeps.values()] == ["FINISHED"]  # resume: nothing left
+    else:  # resume=true ran just that job, in a sweep run of its own
+        resumed = sweeps[rerun.data.tags["mlflow.parentRunId"]]
+        assert resumed.info.status == "FINISHED"
+        assert [p for p in pairs if p.data.tags["mlflow.parentRunId"] == resumed.info.run_id
+                ] == [rerun]
+
+
+def running_jobs(session: int) -> list[int]:
+    """The Ray workers of a node's session running a job (an idle one is ``ray::IDLE``)."""
+    return [pid for pid in session_members(session)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_run_job")]

@@ -268,3 +268,43 @@ def running_jobs(session: int) -> list[int]:
     """The Ray workers of a node's session running a job (an idle one is ``ray::IDLE``)."""
     return [pid for pid in session_members(session)
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_run_job")]
+
+
+def test_the_tracking_hosts_cable_out_for_20_s_mid_run_loses_nothing(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job on worker 1 while the tracking host is off the network for 20 s, in its training
+    and (had training ended) its closing: within tracking.timeout_s it rides the outage out
+    (MLflow's HTTP retries) and every point and figure lands."""
+    net, experiment = cluster.net, "outage"
+    cluster.watch(experiment, monkeypatch)
+    job = net.start(WORKERS[0], [PYTHON, "-m", "wdexp.train", f"tracking.uri={cluster.url}",
+                                 f"tracking.experiment={experiment}", "tracking.timeout_s=60",
+                                 f"epochs={CUT_EPOCHS}", f"hydra.run.dir={tmp_path}/run"],
+                    log=tmp_path / "job.log", cwd=tmp_path)
+    try:
+        wait_for(lambda: training(StoreReader(cluster.database, experiment), 1),
+                 "the job training", timeout=180)
+        net.cut(TRACKING)
+        try:
+            time.sleep(20)
+        finally:
+            net.plug(TRACKING)
+        job.wait(timeout=300)
+    finally:
+        if job.poll() is None:
+            net.stop(job)
+    output = (tmp_path / "job.log").read_text()
+    assert job.returncode == 0, output[-5000:]
+    assert "Traceback" not in output
+
+    store = StoreReader(cluster.database, experiment)
+    (pair,) = store.runs("pair")
+    assert pair.info.status == "FINISHED"
+    for arm in store.arms(pair.info.run_id).values():
+        assert arm.info.status == "FINISHED"
+        for key in ARM_METRICS:
+            steps = [step for step, _ in store.history(arm.info.run_id, key)]
+            assert steps == list(range(CUT_EPOCHS + 1)), key  # each once, none lost
+    stored = {p.name for p in (cluster.disk / "artifacts").rglob("*.png")
+              if pair.info.run_id in p.parts}
+    assert stored >= PAIR_FIGURES

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,14 +45,24 @@ def unavailable() -> str | None:
     """Why namespaces cannot be made here, or None."""
     if os.geteuid() != 0:
         return "network namespaces need root (ip netns add)"
-    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"),
+                          ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
             return f"no `{tool}` here (apt-get install {package})"
     probe = f"wdexp-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"ip netns add failed: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "delete", probe], check=True)
+    try:  # what every host's process does: a name and a disk of its own
+        with tempfile.TemporaryDirectory() as folder:
+            host = subprocess.run(
+                ["ip", "netns", "exec", probe, "unshare", "--uts", "--mount", "--propagation",
+                 "private", "sh", "-c", f"hostname probe && mount -t tmpfs probe {folder}"],
+                capture_output=True, text=True, timeout=30)
+        if host.returncode != 0:
+            return f"a host of our own cannot be made here: {host.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "delete", probe], check=True)
     return None
 
 

@@ -325,13 +325,17 @@ def test_a_server_killed_mid_run_fails_the_job_within_its_timeout(tmp_path):
         again.kill()
 
 
-def test_sigterm_is_honoured_while_a_tracking_call_hangs(tmp_path):
+@pytest.mark.parametrize("server_is", ["stalled", "killed"])
+def test_sigterm_is_honoured_while_the_server_hangs_or_is_gone(tmp_path, server_is):
     server = start_mlflow_server(tmp_path, free_port())
     proc = start(f"tracking.uri={server.url}", LONG, "tracking.timeout_s=10", tmp_path=tmp_path)
     try:
         training_metrics(server.url, proc)
-        server.pause()  # requests now hang: no answer, no error
-        time.sleep(3)
+        if server_is == "stalled":
+            server.pause()  # requests now hang: no answer, no error
+        else:
+            server.kill()  # requests now fail, and are retried
+        time.sleep(5)
         os.killpg(proc.pid, signal.SIGTERM)
         took = proc.exit_within(timeout=60)
     finally:

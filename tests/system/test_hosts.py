@@ -194,13 +194,13 @@ def test_a_ray_sweep_from_the_login_host_runs_on_both_workers_into_the_team_serv
 
 def test_a_worker_cut_off_mid_sweep_loses_one_pair_which_resume_reruns(
         cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Worker 1's cable pulled while both jobs train: its job cannot reach the server and ends
-    within tracking.timeout_s, its runs left RUNNING. Once the cable is back, Ray either
-    delivers that job's failure (the sweep ends, exit 1, one job not finished) or, had it
-    declared the node dead first, runs the task again on worker 2 (exit 0): either way the runs
-    worker 1 left are ended once their heartbeat is older than tracking.orphan_after_s, and
-    ``resume=true`` reruns exactly the pair not finished, leaving each seed one finished
-    pair."""
+    """Worker 1's cable pulled while both jobs train: its job cannot reach the server, fails
+    within tracking.timeout_s and exits after another trying to end its runs, left RUNNING;
+    the next job into the experiment, from worker 2 while worker 1 is still away, ends them:
+    their heartbeat is older than tracking.orphan_after_s. Once the cable is back, Ray either
+    delivers the lost job's failure (the sweep ends, exit 1, one job not finished) or, had it
+    declared the node dead first, runs the task again on worker 2 (exit 0); ``resume=true``
+    reruns exactly the pair not finished, leaving each seed one finished pair."""
     net, experiment = cluster.net, "cut"
     cluster.watch(experiment, monkeypatch)
     with ray_cluster(net, tmp_path) as ray:
@@ -219,6 +219,18 @@ def test_a_worker_cut_off_mid_sweep_loses_one_pair_which_resume_reruns(
                 wait_for(lambda: not running_jobs(ray.sessions[WORKERS[0]]),
                          "the job on the cut-off worker to end", timeout=90)
                 ended = time.monotonic() - cut_at
+                # The next job into the experiment, from another host, while worker 1 is away
+                # (back, its tracking process would beat again, or end the runs itself).
+                later = net.run(WORKERS[1], [PYTHON, "-m", "wdexp.train",
+                                             f"tracking.uri={cluster.url}",
+                                             f"tracking.experiment={experiment}", "seed=7",
+                                             "epochs=1", f"hydra.run.dir={tmp_path}/later"],
+                                cwd=tmp_path, timeout=180)
+                assert later.returncode == 0, later.stdout + later.stderr
+                # Ended by it, or by a job of the sweep that ended after the heartbeat went stale.
+                (away,) = [p for p in StoreReader(cluster.database, experiment).runs("pair")
+                           if p.data.tags[OWNER_TAG].split()[0] == WORKERS[0]]
+                assert away.info.status == "KILLED", away.info
             finally:
                 net.plug(WORKERS[0])
             first.wait(timeout=300)
@@ -230,15 +242,19 @@ def test_a_worker_cut_off_mid_sweep_loses_one_pair_which_resume_reruns(
             (0, False), (1, True)), output[-5000:]
         again = net.run(LOGIN, [*sweep, "resume=true"], cwd=tmp_path, timeout=300)
         assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
-    assert ended < 10 + 15, f"{ended:.0f} s"  # tracking.timeout_s and the job's own margin
+    # Its failure within tracking.timeout_s, one more timeout_s trying to end its runs, a margin.
+    assert ended < 2 * 10 + 15, f"{ended:.0f} s"
 
     store = StoreReader(cluster.database, experiment)
     assert "RUNNING" not in {r.info.status for r in store.runs()}
-    pairs = store.runs("pair")
+    pairs = [p for p in store.runs("pair") if p.data.params["seed"] != "7"]  # not the later job
     host = {p.info.run_id: p.data.tags[OWNER_TAG].split()[0] for p in pairs}
     (cut_off,) = [p for p in pairs if host[p.info.run_id] == WORKERS[0]]
-    # Ended KILLED by the first job that looked once its heartbeat was stale — or FAILED by its
-    # own job after all, whose last write went through when the cable was back.
+    # The job that ended it said so; its own job may still end it FAILED after all, when its
+    # last write goes through with the cable back.
+    ended_line = (f"ended orphaned pair run {cut_off.info.run_id} ({cut_off.info.run_name}) "
+                  f"KILLED: no heartbeat from {WORKERS[0]} for ")
+    assert ended_line in later.stdout + later.stderr + output
     reason = cut_off.data.tags[ORPHANED_TAG]
     assert reason.startswith(f"no heartbeat from {WORKERS[0]} for "), reason
     assert reason.endswith("(tracking.orphan_after_s=6)"), reason

@@ -16,18 +16,16 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from tests.conftest import child_env
-from tests.system.ray_nodes import session_members
+from tests.system.ray_nodes import stop_session
 
 SUBNET = "198.18.0"  # /24 of the benchmarking range 198.18.0.0/15, inside the namespaces only
 
@@ -151,19 +149,7 @@ class Network:
     def stop(self, process: subprocess.Popen[bytes], grace: float = 20) -> list[int]:
         """SIGTERM ``process``'s session, SIGKILL what is left after ``grace`` seconds;
         returns what outlived SIGTERM."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while session_members(process.pid) and time.monotonic() < deadline:
-            process.poll()  # reap the leader: a zombie would count as alive
-            time.sleep(0.2)
-        survivors = session_members(process.pid)
-        for pid in survivors:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=30)
-        return survivors
+        return stop_session(process, grace)
 
 
 @contextlib.contextmanager

@@ -41,11 +41,12 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def stop_session(head: subprocess.Popen[bytes]) -> list[int]:
-    """SIGTERM the cluster's process group, SIGKILL what is left; returns what outlived SIGTERM."""
+def stop_session(head: subprocess.Popen[bytes], grace: float = 30) -> list[int]:
+    """SIGTERM the process group of ``head`` (a session's leader: a Ray cluster, a host's
+    process), SIGKILL what is left after ``grace`` seconds; returns what outlived SIGTERM."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + grace
     while session_members(head.pid) and time.monotonic() < deadline:
         head.poll()  # reap the head: a zombie leader would count as alive
         time.sleep(0.2)

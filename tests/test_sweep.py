@@ -197,3 +197,21 @@ def test_a_job_that_failed_with_an_error_nobody_told_is_raised_with_its_tracebac
     assert failed.value.code == 1
     with pytest.raises(ZeroDivisionError, match="a bug"):
         sweep_ended([done, told, bug])
+
+
+@pytest.mark.parametrize(("message", "told"), [
+    # submitit's words for a job with no result (submitit/core/core.py), Slurm's state in them
+    ("Job 2_0 (task: 0) with path /f/2_0_0_result.pkl\nhas not produced any output "
+     "(state: CANCELLED by 0)", "its process ended without a result (state CANCELLED)"),
+    ("Job 7 (task: 0) with path /f/7_0_result.pkl\nhas not produced any output (state: FAILED)",
+     "its process ended without a result (state FAILED)"),
+    # loky's, for a worker the out-of-memory killer ended
+    ("A worker process managed by the executor was unexpectedly terminated.\nThe exit codes of "
+     "the workers are {SIGKILL(-9)}",
+     "its worker process was killed by SIGKILL (the out-of-memory killer's way)"),
+    ("something else", "its worker failed (RuntimeError)"),
+])
+def test_a_lost_job_is_told_by_the_state_its_launcher_saw(message, told):
+    from wdexp.lost_jobs import death
+
+    assert death(RuntimeError(message)) == told

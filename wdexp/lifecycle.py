@@ -64,13 +64,18 @@ def run_main(main: Callable[[], object]) -> None:
     os._exit(code)
 
 
+def stopped(stop: Terminated) -> int:
+    """A stop signal's one line; the exit code it makes (128 + signal)."""
+    log.warning("wdexp: stopped by %s", signal.Signals(stop.signum).name)
+    return 128 + stop.signum
+
+
 def _exit_code(main: Callable[[], object]) -> int:
     try:
         with signals_as_exceptions():
             main()
     except Terminated as stop:
-        log.warning("wdexp: stopped by %s", signal.Signals(stop.signum).name)
-        return 128 + stop.signum
+        return stopped(stop)
     except KeyboardInterrupt:  # also raised by Python's own handler, outside ours
         interrupted()
         log.warning("wdexp: interrupted")

@@ -34,7 +34,8 @@ class SweepFailed(SystemExit):
 
 def death(error: BaseException) -> str:
     """Why a worker's job never returned, in words: the signal that ended it, where known."""
-    state = re.search(r"\(state: ([A-Z_]+)\)", str(error))  # submitit's, a Slurm state
+    # submitit's, a Slurm state: "(state: FAILED)", "(state: CANCELLED by 0)"
+    state = re.search(r"\(state: ([A-Z_]+)[^)]*\)", str(error))
     if state is not None:
         return f"its process ended without a result (state {state[1]})"
     codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(error))  # loky's

@@ -3,7 +3,8 @@ submitit launchers, except that the sweep waits for every job. The plugin collec
 order and stops at the first job that died (an ``UncompletedJobError``) while the later ones
 still run; here a dead job is one line and a failed result (:func:`wdexp.lost_jobs.lost`), and
 the others are waited for. The launch below is the plugin's own (hydra-submitit-launcher 1.2),
-but for that last step."""
+but for that last step. A job stopped by its scheduler (``scancel``) ends with wdexp's one line
+and exit 128 + signal, not a traceback in its log."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ _Base = submitit_launcher.BaseSubmititLauncher if submitit_launcher is not None 
 
 
 class _WaitsForEveryJob(_Base):  # type: ignore[misc, valid-type]
+    def __call__(self, *args: Any) -> JobReturn:
+        """One job, in its submitit process. Stopped by its scheduler (``scancel``, a
+        preemption), it exits 128 + signal with wdexp's one line, as on the command line: not a
+        traceback through submitit, which would take the stop for a crash of its own."""
+        from wdexp.lifecycle import stopped
+        from wdexp.signals import Terminated
+
+        try:
+            return super().__call__(*args)
+        except Terminated as stop:
+            raise SystemExit(stopped(stop)) from None
+
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit

@@ -26,6 +26,8 @@ from tests.jobs import training, wait_for
 from tests.postgres import running_postgres
 from tests.system.hosts import Network, network, unavailable
 from tests.system.ray_nodes import RAY_LOOPBACK, session_members
+from tests.system.slurm_nodes import slurm_cluster
+from tests.system.slurm_nodes import unavailable as slurm_unavailable
 from wdexp.vocabulary import ORPHANED_TAG, OWNER_TAG, SUPERSEDED_TAG
 
 # One worker runs this module under pytest-xdist: its hosts and server start once.
@@ -324,3 +326,83 @@ def test_the_tracking_hosts_cable_out_for_20_s_mid_run_loses_nothing(
     stored = {p.name for p in (cluster.disk / "artifacts").rglob("*.png")
               if pair.info.run_id in p.parts}
     assert stored >= PAIR_FIGURES
+
+
+def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_alone(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hydra/launcher=slurm`` typed on the login host submits a real job array (slurmctld
+    and slurmdbd there, a slurmd on each worker host); ``scancel`` of the first task while both
+    train ends its runs KILLED with every trained step written, the sweep waits for the other,
+    which lands whole, and says which job did not finish; ``resume=true`` reruns just that pair."""
+    if reason := slurm_unavailable():
+        pytest.skip(reason)
+    net, experiment = cluster.net, "slurm"
+    cluster.watch(experiment, monkeypatch)
+    with slurm_cluster(net, tmp_path / "slurm", LOGIN, WORKERS) as slurm:
+        sweep = [PYTHON, "-m", "wdexp.train", "-m", "hydra/launcher=slurm",
+                 f"tracking.uri={cluster.url}", f"tracking.experiment={experiment}",
+                 "seed=0,1", f"epochs={CUT_EPOCHS}", f"hydra.sweep.dir={tmp_path}/multirun"]
+        first = net.start(LOGIN, sweep, log=tmp_path / "sweep.log", cwd=tmp_path, env=slurm.env)
+        try:
+            wait_for(lambda: training(StoreReader(cluster.database, experiment), 2),
+                     "both array tasks training", timeout=180)
+            tasks = slurm.run(net, LOGIN, "squeue", "-h", "-r", "-o", "%i %N").split()
+            running = dict(zip(tasks[::2], tasks[1::2], strict=True))
+            (cancelled,) = [task for task in running if task.endswith("_0")]  # seed=0
+            assert sorted(running.values()) == sorted(WORKERS), running  # one on each
+            slurm.run(net, LOGIN, "scancel", cancelled)
+            first.wait(timeout=300)
+        finally:
+            if first.poll() is None:
+                net.stop(first)
+        output = (tmp_path / "sweep.log").read_text()
+        assert first.returncode == 1, output[-5000:]
+        assert "1 of 2 jobs did not finish (#0" in output, output[-5000:]
+        states = slurm.run(net, LOGIN, "sacct", "-n", "-X", "-P", "-o", "JobID,State")
+        assert f"{cancelled}|CANCELLED" in states, states
+        assert (f"wdexp: job #0 (tracking.uri=http\\://{net[TRACKING].address}\\:5000 "
+                f"tracking.experiment={experiment} seed=0 epochs={CUT_EPOCHS}) lost: its process "
+                "ended without a result (state CANCELLED)") in output, output[-5000:]
+        # The cancelled job's own words: its line, and no traceback where submitit keeps stderr.
+        assert (tmp_path / "multirun" / "0" / "train.log").read_text().rstrip().endswith(
+            "wdexp: stopped by SIGTERM")
+        (stderr,) = (tmp_path / "multirun" / ".submitit" / cancelled).glob("*_log.err")
+        assert "Traceback" not in stderr.read_text(), stderr.read_text()[-5000:]
+        again = net.run(LOGIN, [*sweep, "resume=true"], cwd=tmp_path, env=slurm.env,
+                        timeout=300)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+        logs = slurm.logs()
+    assert cluster.secret not in logs
+
+    runs = cluster.dump(tmp_path / "downloaded", experiment)
+    assert "RUNNING" not in {r["status"] for r in runs}
+    by_id = {r["run_id"]: r for r in runs}
+    pairs = [r for r in runs if r["tags"]["wdexp.kind"] == "pair"]
+    host = {p["run_id"]: p["tags"][OWNER_TAG].split()[0] for p in pairs}
+    (lost,) = [p for p in pairs if p["status"] != "FINISHED"]
+    assert lost["status"] == "KILLED" and lost["params"]["seed"] == "0"
+    assert host[lost["run_id"]] == running[cancelled]  # where Slurm said it ran
+    lost_arms = [r for r in runs if r["tags"].get("mlflow.parentRunId") == lost["run_id"]]
+    assert sorted(a["status"] for a in lost_arms) == ["KILLED", "KILLED"]
+    trained = {len(a["steps"]["loss"]) for a in lost_arms}
+    assert len(trained) == 1 and 0 < trained.pop() <= CUT_EPOCHS, lost_arms  # both arms alike
+    for arm in lost_arms:
+        assert arm["steps"]["loss"] == list(range(len(arm["steps"]["loss"])))  # none skipped
+    finished = [p for p in pairs if p["status"] == "FINISHED"]
+    assert sorted(p["params"]["seed"] for p in finished) == ["0", "1"]  # each once, no more
+    for pair in finished:
+        assert host[pair["run_id"]] in WORKERS
+        assert pair["artifact_uri"].startswith("mlflow-artifacts:"), pair["artifact_uri"]
+        assert {Path(p).name for p in pair["artifacts"]} >= PAIR_FIGURES, pair["artifacts"]
+        for arm in (r for r in runs if r["tags"].get("mlflow.parentRunId") == pair["run_id"]):
+            assert set(arm["steps"]) == ARM_METRICS
+            assert all(steps == list(range(CUT_EPOCHS + 1)) for steps in arm["steps"].values())
+    sweeps = [r for r in runs if r["tags"]["wdexp.kind"] == "sweep"]
+    assert sorted(s["status"] for s in sweeps) == ["FAILED", "FINISHED"], sweeps
+    (resumed,) = [s for s in sweeps if s["status"] == "FINISHED"]
+    rerun = [p for p in pairs if p["tags"]["mlflow.parentRunId"] == resumed["run_id"]]
+    assert [p["params"]["seed"] for p in rerun] == ["0"]  # just the lost pair
+    assert by_id[lost["tags"]["mlflow.parentRunId"]]["status"] == "FAILED"
+
+    assert cluster.secret not in json.dumps(runs) + output + again.stdout + again.stderr
+    assert leaks(cluster.secret, tmp_path) == []  # job files, Slurm's and the jobs' logs

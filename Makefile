@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.wdexp-installed
 WORKERS ?= 2
 XDIST   = -n $(WORKERS) --dist loadgroup
 
-.PHONY: help setup run test test-fast lint docs ui bench clean
+.PHONY: help setup run test test-fast lint docs ui bench bench-hosts clean
 .DEFAULT_GOAL := help
 
 ## help: list these targets
@@ -57,6 +57,10 @@ ui: setup
 ## bench [BENCH_ARGS="--smoke"]: wdexp against its reference scripts, a markdown table
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+## bench-hosts [BENCH_ARGS="--jobs 64"]: the team set-up under load across hosts of our own (root, Slurm; minutes)
+bench-hosts: setup
+	$(PY) benchmarks/hosts_load.py $(BENCH_ARGS)
 
 ## clean: remove .venv, outputs/, multirun/, site/ and caches (mlflow.db and mlartifacts/ stay)
 clean:

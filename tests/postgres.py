@@ -42,6 +42,7 @@ class Postgres:
     password: str = field(repr=False)  # not in a failing test's report
     dbname: str
     log: Path  # the server's own log
+    pid: int = 0  # the postmaster's, the leader of a session holding every server process
 
     @property
     def uri(self) -> str:
@@ -182,7 +183,7 @@ def _cluster(bindir: Path, folder: Path, owner: pwd.struct_passwd | None, dbname
         admin = _wait_until_ready(server, folder, port, admin_password, log)
         password = secrets.token_urlsafe(24)
         _create_role_and_database(admin, user, password, dbname)
-        yield Postgres(HOST, port, user, password, dbname, log)
+        yield Postgres(HOST, port, user, password, dbname, log, server.pid)
     finally:
         _stop(server)
 

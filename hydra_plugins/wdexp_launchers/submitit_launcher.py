@@ -30,8 +30,8 @@ _Base = submitit_launcher.BaseSubmititLauncher if submitit_launcher is not None 
 
 class _WaitsForEveryJob(_Base):  # type: ignore[misc, valid-type]
     def __call__(self, *args: Any) -> JobReturn:
-        """One job, in its submitit process. Stopped by its scheduler (``scancel``, a
-        preemption), it exits 128 + signal with wdexp's one line, as on the command line: not a
+        """One job, in its submitit process. Stopped by its scheduler (``scancel``'s
+        SIGTERM), it exits 128 + signal with wdexp's one line, as on the command line: not a
         traceback through submitit, which would take the stop for a crash of its own."""
         from wdexp.lifecycle import stopped
         from wdexp.signals import Terminated

@@ -5,8 +5,8 @@ the login host, a slurmd on each worker host; each slurmd finds its node by the 
 Accounting is there because submitit reads a job's state with ``sacct``: without it a cancelled
 job would look unknown forever. One munged serves every host (its socket is a path on the
 shared disk, as one key shared by all hosts would be on a real cluster). Nothing is written
-outside the test's folder: ``SLURM_CONF`` points every command (sbatch, sacct, scancel, and the
-jobs' own srun) at this cluster's configuration.
+outside the cluster's own folder (removed with it): ``SLURM_CONF`` points every command
+(sbatch, sacct, scancel, and the jobs' own srun) at its configuration.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 @dataclass(frozen=True)
 class SlurmCluster:
     conf: Path  # slurm.conf: SLURM_CONF for every command and job
-    folder: Path  # the daemons' state and logs
+    folder: Path  # the daemons' state and logs, removed with the cluster
     nodes: tuple[str, ...]
 
     @property
@@ -56,6 +56,7 @@ class SlurmCluster:
         return done.stdout
 
     def logs(self) -> str:
+        """The tail of each daemon's log."""
         return "".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
                        for log in sorted(self.folder.glob("*.log")))
 
@@ -115,15 +116,16 @@ LogFile={folder}/slurmdbd.log
 
 
 @contextlib.contextmanager
-def slurm_cluster(net: Network, folder: Path, login: str,
-                  workers: Sequence[str]) -> Iterator[SlurmCluster]:
+def slurm_cluster(net: Network, login: str, workers: Sequence[str]) -> Iterator[SlurmCluster]:
     """munged, MariaDB, slurmdbd and slurmctld on ``login``, a slurmd on each of ``workers``;
     yielded once every node is idle. Each daemon runs in the foreground as a process of its
-    host, stopped by pid at the end (the slurmds first)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    # munged serves its socket only from a folder every user may pass through, which a test's
-    # temp folder is not: one of its own, removed at the end.
-    munge = Path(tempfile.mkdtemp(prefix="wdexp-munge", dir="/tmp"))
+    host, stopped by pid at the end (the slurmds first), and its folder is removed.
+
+    The folder is a short path of its own under /tmp: slurmstepd's sockets are named after the
+    node and job inside it and must fit a socket address (108 bytes), and munged serves its
+    socket only from a folder every user may pass through, which a test's temp folder is not."""
+    folder = Path(tempfile.mkdtemp(prefix="wdexp-slurm", dir="/tmp"))
+    munge = folder / "munge"
     started: list[subprocess.Popen[bytes]] = []
     try:
         env = _configure(folder, munge, net, login, workers)
@@ -159,13 +161,14 @@ def slurm_cluster(net: Network, folder: Path, login: str,
     finally:
         for process in reversed(started):
             net.stop(process)
-        shutil.rmtree(munge, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _configure(folder: Path, munge: Path, net: Network, login: str,
                workers: Sequence[str]) -> dict[str, str]:
     """The key, the configuration files and spool folders; the daemons' environment."""
-    munge.chmod(0o755)
+    folder.chmod(0o755)
+    munge.mkdir(mode=0o755)
     key = munge / "key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)

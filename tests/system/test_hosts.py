@@ -1,7 +1,8 @@
-"""Past one machine: hosts of our own (tests/system/hosts.py) — a tracking host (PostgreSQL 15 and
-``mlflow server`` proxying artifacts: jobs upload through it and never see its disk), a login
-host where the user types the command, and two worker hosts, each with its own address in
-198.18.0.0/15, its own host name, and the tracking host's disk hidden from it.
+"""Past one machine: hosts of our own (tests/system/hosts.py, tests/system/team_hosts.py) — a
+tracking host (PostgreSQL 15 and ``mlflow server`` proxying artifacts: jobs upload through it and
+never see its disk), a login host where the user types the command, and two worker hosts, each
+with its own address in 198.18.0.0/15, its own host name, and the tracking host's disk hidden
+from it. Jobs reach the workers through Ray or a Slurm cluster (tests/system/slurm_nodes.py).
 
 The database password is the secret: it lives in the server's environment only, and must show
 in no table, artifact, log or job file.
@@ -23,42 +24,19 @@ import pytest
 
 from tests.conftest import PYTHON, StoreReader
 from tests.jobs import training, wait_for
-from tests.postgres import running_postgres
-from tests.system.hosts import Network, network, unavailable
+from tests.system.hosts import Network, unavailable
 from tests.system.ray_nodes import RAY_LOOPBACK, session_members
 from tests.system.slurm_nodes import slurm_cluster
 from tests.system.slurm_nodes import unavailable as slurm_unavailable
+from tests.system.team_hosts import LOGIN, TRACKING, WORKERS, Cluster, team_cluster
 from wdexp.vocabulary import ORPHANED_TAG, OWNER_TAG, SUPERSEDED_TAG
 
 # One worker runs this module under pytest-xdist: its hosts and server start once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hosts")]
 
-ROOT = Path(__file__).resolve().parents[2]
-TRACKING, LOGIN, WORKERS = "tracking", "login", ("worker-1", "worker-2")
 PAIR_FIGURES = {"loss.png", "weights.png", "trajectory.png"}
 CUT_EPOCHS = 3000
 ARM_METRICS = {"loss", "weight_norm", "w_1", "w_2", "lr", "grad_norm", "decay_grad_ratio"}
-
-
-@dataclass(frozen=True)
-class Cluster:
-    net: Network
-    url: str  # the tracking server, as the other hosts reach it
-    secret: str  # the database password: in the server's environment only
-    disk: Path  # the tracking host's own folder: the server's log and artifacts
-    database: str  # the server's database, through its socket: the test's view while jobs run
-
-    def watch(self, experiment: str, monkeypatch: pytest.MonkeyPatch) -> StoreReader:
-        """The store as this test reads it while jobs run (no network: the database's socket)."""
-        monkeypatch.setenv("PGPASSWORD", self.secret)  # this process's; children never get it
-        return StoreReader(self.database, experiment)
-
-    def dump(self, folder: Path, experiment: str = "weight-decay") -> list[dict]:
-        """The store as a user on the login host reads it, artifacts downloaded into folder."""
-        done = self.net.run(LOGIN, [PYTHON, "-m", "tests.system.store_dump", self.url,
-                                    experiment, str(folder)], cwd=ROOT, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -67,30 +45,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     experiment); every test that pulls a cable plugs it back."""
     if reason := unavailable():
         pytest.skip(reason)
-    disk = tmp_path_factory.mktemp("tracking-host")
-    with network(TRACKING, LOGIN, *WORKERS) as net:
-        others = (LOGIN, *WORKERS)
-        net.hide(disk, *others)
-        with running_postgres(on=lambda argv: net.command(TRACKING, argv)) as postgres:
-            net.hide(postgres.log.parent, *others)  # its data folder
-            address = net[TRACKING].address
-            url = f"http://{address}:5000"
-            server = net.start(
-                TRACKING,
-                [PYTHON, "-m", "mlflow", "server", "--host", address, "--port", "5000",
-                 "--allowed-hosts", f"{address}:5000", "--backend-store-uri", postgres.uri,
-                 "--serve-artifacts", "--artifacts-destination", str(disk / "artifacts"),
-                 "--workers", "1"],
-                log=disk / "server.log", cwd=disk,
-                env={"PGPASSWORD": postgres.password,
-                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-            try:
-                net.wait_http(LOGIN, f"{url}/health")
-                database = (f"postgresql+psycopg2://{postgres.user}@/{postgres.dbname}"
-                            f"?host={postgres.log.parent}&port={postgres.port}")
-                yield Cluster(net, url, postgres.password, disk, database)
-            finally:
-                net.stop(server)  # before its database goes
+    with team_cluster(tmp_path_factory.mktemp("tracking-host")) as cluster:
+        yield cluster
 
 
 @dataclass(frozen=True)
@@ -338,14 +294,21 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
         pytest.skip(reason)
     net, experiment = cluster.net, "slurm"
     cluster.watch(experiment, monkeypatch)
-    with slurm_cluster(net, tmp_path / "slurm", LOGIN, WORKERS) as slurm:
+    with slurm_cluster(net, LOGIN, WORKERS) as slurm:
         sweep = [PYTHON, "-m", "wdexp.train", "-m", "hydra/launcher=slurm",
                  f"tracking.uri={cluster.url}", f"tracking.experiment={experiment}",
                  "seed=0,1", f"epochs={CUT_EPOCHS}", f"hydra.sweep.dir={tmp_path}/multirun"]
         first = net.start(LOGIN, sweep, log=tmp_path / "sweep.log", cwd=tmp_path, env=slurm.env)
         try:
-            wait_for(lambda: training(StoreReader(cluster.database, experiment), 2),
-                     "both array tasks training", timeout=180)
+            try:
+                wait_for(lambda: training(StoreReader(cluster.database, experiment), 2),
+                         "both array tasks training", timeout=180)
+            except AssertionError as error:  # where the jobs are, in Slurm's and their words
+                jobs = slurm.run(net, LOGIN, "squeue", "-a", "-r", "-o", "%i %T %R %M")
+                logs = "".join(f"--- {log}\n{log.read_text()[-1500:]}" for log in
+                               sorted((tmp_path / "multirun").rglob("*_log.*")))
+                raise AssertionError(f"{jobs}\n{logs}\n{slurm.logs()}\n"
+                                     f"{(tmp_path / 'sweep.log').read_text()[-3000:]}") from error
             tasks = slurm.run(net, LOGIN, "squeue", "-h", "-r", "-o", "%i %N").split()
             running = dict(zip(tasks[::2], tasks[1::2], strict=True))
             (cancelled,) = [task for task in running if task.endswith("_0")]  # seed=0
@@ -371,8 +334,7 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
         again = net.run(LOGIN, [*sweep, "resume=true"], cwd=tmp_path, env=slurm.env,
                         timeout=300)
         assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
-        logs = slurm.logs()
-    assert cluster.secret not in logs
+        assert leaks(cluster.secret, slurm.folder) == []  # the daemons' logs and state
 
     runs = cluster.dump(tmp_path / "downloaded", experiment)
     assert "RUNNING" not in {r["status"] for r in runs}

@@ -5,7 +5,7 @@ artifacts) on a tracking host, a Slurm controller on a login host, a one-CPU slu
 two worker hosts — and one sweep typed on the login host: ``--jobs`` pairs of ``--epochs``
 epochs as one Slurm job array into the server. Reported: the sweep's wall time (GNU time, the
 whole ``python -m wdexp.train -m`` process), per job, and the peak memory (PSS, sampled every
-second) of the server's processes and of PostgreSQL's; checked: every pair FINISHED once, every
+second) of the server's process tree and of PostgreSQL's; checked: every pair FINISHED once, every
 point of every arm once. A figure, not judged: nothing here runs the same work another way.
 Usage: python benchmarks/hosts_load.py [--jobs 64] [--epochs 1000] [--output FILE]
 """
@@ -26,7 +26,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the hosts and servers are started as tests/ starts them
 
 from tests.system.hosts import unavailable  # noqa: E402
-from tests.system.ray_nodes import session_members  # noqa: E402
 from tests.system.slurm_nodes import slurm_cluster  # noqa: E402
 from tests.system.slurm_nodes import unavailable as no_slurm  # noqa: E402
 from tests.system.team_hosts import LOGIN, WORKERS, Cluster, team_cluster  # noqa: E402
@@ -47,21 +46,24 @@ WHERE e.name = :experiment GROUP BY m.run_uuid, m.key
 
 
 class PeakPss(threading.Thread):
-    """The peak summed PSS of each session's processes, sampled every second."""
+    """The peak summed PSS of each process tree (a leader and its descendants: PostgreSQL's
+    backends each start a session of their own), sampled every second."""
 
-    def __init__(self, sessions: dict[str, int]) -> None:
+    def __init__(self, leaders: dict[str, int]) -> None:
         super().__init__(daemon=True)
-        self.sessions, self.peak_mb = sessions, dict.fromkeys(sessions, 0.0)
+        self.leaders, self.peak_mb = leaders, dict.fromkeys(leaders, 0.0)
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(1.0):
-            for name, session in self.sessions.items():
+            for name, pid in self.leaders.items():
                 total = 0
-                for pid in session_members(session):
-                    # (one that ended between listing and reading counts nothing)
-                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                        total += psutil.Process(pid).memory_full_info().pss
+                # (one that ended between listing and reading counts nothing)
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    leader = psutil.Process(pid)
+                    for process in (leader, *leader.children(recursive=True)):
+                        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                            total += process.memory_full_info().pss
                 self.peak_mb[name] = max(self.peak_mb[name], total / 2**20)
 
 
@@ -99,7 +101,7 @@ def main() -> int:
         (folder / "tracking").mkdir()
         with team_cluster(folder / "tracking") as cluster, \
                 slurm_cluster(cluster.net, LOGIN, WORKERS) as slurm:
-            sampler = PeakPss(cluster.sessions)
+            sampler = PeakPss(cluster.leaders)
             sampler.start()
             sweep = cluster.net.run(
                 LOGIN, ["/usr/bin/time", "-f", "%e", "-o", str(folder / "time.txt"),

@@ -42,7 +42,7 @@ class Postgres:
     password: str = field(repr=False)  # not in a failing test's report
     dbname: str
     log: Path  # the server's own log
-    pid: int = 0  # the postmaster's, the leader of a session holding every server process
+    pid: int = 0  # the postmaster's: every server process descends from it
 
     @property
     def uri(self) -> str:

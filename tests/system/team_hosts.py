@@ -28,7 +28,7 @@ class Cluster:
     secret: str  # the database password: in the server's environment only
     disk: Path  # the tracking host's own folder: the server's log and artifacts
     database: str  # the server's database, through its socket: the test's view while jobs run
-    sessions: dict[str, int]  # "server", "postgres": the session holding each one's processes
+    leaders: dict[str, int]  # "server", "postgres": the pid each one's processes descend from
 
     def watch(self, experiment: str, monkeypatch: pytest.MonkeyPatch) -> StoreReader:
         """The store as this test reads it while jobs run (no network: the database's socket)."""

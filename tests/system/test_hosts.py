@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import PYTHON, StoreReader
@@ -238,6 +239,13 @@ def test_a_worker_cut_off_mid_sweep_loses_one_pair_which_resume_reruns(
                 ] == [rerun]
 
 
+def tracking_processes(cwd: Path) -> list[int]:
+    """wdexp's tracking processes of the jobs started in ``cwd`` (they run detached)."""
+    return [p.pid for p in psutil.process_iter(["cmdline", "cwd"])
+            if "wdexp.tracking.server" in " ".join(p.info["cmdline"] or ())
+            and p.info["cwd"] == str(cwd)]
+
+
 def running_jobs(session: int) -> list[int]:
     """The Ray workers of a node's session running a job (an idle one is ``ray::IDLE``)."""
     return [pid for pid in session_members(session)
@@ -282,6 +290,60 @@ def test_the_tracking_hosts_cable_out_for_20_s_mid_run_loses_nothing(
     stored = {p.name for p in (cluster.disk / "artifacts").rglob("*.png")
               if pair.info.run_id in p.parts}
     assert stored >= PAIR_FIGURES
+
+
+def test_the_tracking_host_away_past_timeout_s_fails_the_job_and_the_next_ends_its_runs(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracking host off the network for longer than ``tracking.timeout_s`` (10 s): the job
+    on worker 1 fails with one line naming ``tracking.uri`` (exit 1), its runs left RUNNING;
+    once the link is back, the next job into the experiment, from worker 2, ends them (their
+    heartbeat is older than ``tracking.orphan_after_s``), every point written before the
+    outage kept once."""
+    net, experiment = cluster.net, "long-outage"
+    cluster.watch(experiment, monkeypatch)
+    args = [f"tracking.uri={cluster.url}", f"tracking.experiment={experiment}",
+            "tracking.timeout_s=10", "tracking.orphan_after_s=6"]
+    job = net.start(WORKERS[0], [PYTHON, "-m", "wdexp.train", *args, f"epochs={CUT_EPOCHS}",
+                                 f"hydra.run.dir={tmp_path}/run"],
+                    log=tmp_path / "job.log", cwd=tmp_path)
+    try:
+        wait_for(lambda: training(StoreReader(cluster.database, experiment), 1),
+                 "the job training", timeout=180)
+        net.cut(TRACKING)
+        try:
+            cut_at = time.monotonic()
+            job.wait(timeout=120)
+            ended = time.monotonic() - cut_at
+            # Its tracking process gives up too: back sooner, it might end the runs itself.
+            wait_for(lambda: not tracking_processes(tmp_path), "its tracking process to exit",
+                     timeout=60)
+        finally:
+            net.plug(TRACKING)
+    finally:
+        if job.poll() is None:
+            net.stop(job)
+    output = (tmp_path / "job.log").read_text()
+    assert job.returncode == 1, output[-5000:]
+    assert "Traceback" not in output
+    assert f"wdexp: tracking.uri {cluster.url} " in output, output[-5000:]
+    # Its line within timeout_s, then a timeout_s trying to end its runs and one letting its
+    # tracking process finish what was sent, and a margin.
+    assert ended < 3 * 10 + 15, f"{ended:.0f} s"
+    (left,) = StoreReader(cluster.database, experiment).runs("pair")
+    assert left.info.status == "RUNNING"  # nobody could tell the server
+
+    later = net.run(WORKERS[1], [PYTHON, "-m", "wdexp.train", *args, "seed=7", "epochs=1",
+                                 f"hydra.run.dir={tmp_path}/later"], cwd=tmp_path, timeout=180)
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert (f"ended orphaned pair run {left.info.run_id} ({left.info.run_name}) KILLED: "
+            f"no heartbeat from {WORKERS[0]} for ") in later.stdout + later.stderr
+    store = StoreReader(cluster.database, experiment)
+    assert "RUNNING" not in {r.info.status for r in store.runs()}
+    arms = store.arms(left.info.run_id).values()
+    assert {a.info.status for a in arms} == {"KILLED"}
+    for arm in arms:
+        steps = [step for step, _ in store.history(arm.info.run_id, "loss")]
+        assert 0 < len(steps) <= CUT_EPOCHS and steps == list(range(len(steps)))  # once each
 
 
 def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_alone(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -239,6 +240,15 @@ def test_a_worker_cut_off_mid_sweep_loses_one_pair_which_resume_reruns(
                 ] == [rerun]
 
 
+def wait_training(cluster: Cluster, experiment: str, job: subprocess.Popen[bytes]) -> None:
+    """Until the job's pair is training (both arms have logged), or fail if it exited."""
+    def ready() -> bool:
+        assert job.poll() is None, f"the job exited with {job.returncode} before training"
+        return training(StoreReader(cluster.database, experiment), 1)
+
+    wait_for(ready, "the job training", timeout=180)
+
+
 def tracking_processes(cwd: Path) -> list[int]:
     """wdexp's tracking processes of the jobs started in ``cwd`` (they run detached)."""
     return [p.pid for p in psutil.process_iter(["cmdline", "cwd"])
@@ -264,8 +274,7 @@ def test_the_tracking_hosts_cable_out_for_20_s_mid_run_loses_nothing(
                                  f"epochs={CUT_EPOCHS}", f"hydra.run.dir={tmp_path}/run"],
                     log=tmp_path / "job.log", cwd=tmp_path)
     try:
-        wait_for(lambda: training(StoreReader(cluster.database, experiment), 1),
-                 "the job training", timeout=180)
+        wait_training(cluster, experiment, job)
         net.cut(TRACKING)
         try:
             time.sleep(20)
@@ -307,8 +316,7 @@ def test_the_tracking_host_away_past_timeout_s_fails_the_job_and_the_next_ends_i
                                  f"hydra.run.dir={tmp_path}/run"],
                     log=tmp_path / "job.log", cwd=tmp_path)
     try:
-        wait_for(lambda: training(StoreReader(cluster.database, experiment), 1),
-                 "the job training", timeout=180)
+        wait_training(cluster, experiment, job)
         net.cut(TRACKING)
         try:
             cut_at = time.monotonic()

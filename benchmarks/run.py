@@ -40,6 +40,8 @@ KEPT = Path(tempfile.mkdtemp(prefix="wdexp-bench-kept-"))
 TEAM_DECAYS = "0,0.0001,0.001,0.003,0.01,0.03,0.1,1"  # the PostgreSQL test's sweep: 8 jobs
 SERVER: dict[str, str] = {}  # "url" of the team server, while one runs
 
+from tests.processes import tracking_processes  # noqa: E402 - found through the path above
+
 
 @dataclass(frozen=True)
 class Command:
@@ -173,17 +175,6 @@ class Sample:
     tree_mb: float = 0.0
 
 
-def _detached(cwd: str) -> list[psutil.Process]:
-    """wdexp's tracking process, which runs detached (no descendant of the job): found by its
-    command line and the job's working directory, unique to each sample."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd"]):
-        if "wdexp.tracking.server" in " ".join(proc.info["cmdline"] or ()) \
-                and proc.info["cwd"] == cwd:
-            found.append(proc)
-    return found
-
-
 def tree_peak_mb(process: subprocess.Popen[bytes], cwd: str) -> float:
     """The peak summed PSS of ``process``'s descendants (GNU time's child and its own) and of
     the job's detached tracking process, polled every 20 ms until it exits."""
@@ -193,7 +184,7 @@ def tree_peak_mb(process: subprocess.Popen[bytes], cwd: str) -> float:
     polls = 0
     while process.poll() is None:
         if polls % 10 == 0:  # the tracking process appears once, early; look for it now and then
-            detached = _detached(cwd) or detached
+            detached = tracking_processes(cwd) or detached
         polls += 1
         total = 0
         try:

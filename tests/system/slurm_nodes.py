@@ -27,6 +27,9 @@ TOOLS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "s
          "sbatch", "sacct", "sacctmgr", "sinfo", "squeue", "scancel")
 
 
+_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # the daemons and Slurm's commands, wherever PATH is
+
+
 def unavailable() -> str | None:
     """Why a Slurm cluster cannot be made here, or None."""
     missing = [tool for tool in TOOLS if shutil.which(tool, path=_PATH) is None]
@@ -36,14 +39,10 @@ def unavailable() -> str | None:
     return None
 
 
-_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
 @dataclass(frozen=True)
 class SlurmCluster:
     conf: Path  # slurm.conf: SLURM_CONF for every command and job
     folder: Path  # the daemons' state and logs, removed with the cluster
-    nodes: tuple[str, ...]
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,14 +50,12 @@ class SlurmCluster:
 
     def run(self, net: Network, host: str, *argv: str) -> str:
         """A Slurm command (squeue, scancel, sacct) on ``host``: its output; it must succeed."""
-        done = net.run(host, [_tool(argv[0]), *argv[1:]], env=self.env, timeout=60)
+        done = _slurm(net, host, self.env, *argv)
         assert done.returncode == 0, f"{argv}: {done.stderr}"
         return done.stdout
 
     def logs(self) -> str:
-        """The tail of each daemon's log."""
-        return "".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
-                       for log in sorted(self.folder.glob("*.log")))
+        return _logs(self.folder)
 
 
 def _slurm_conf(folder: Path, munge: Path, net: Network, login: str,
@@ -151,13 +148,13 @@ def slurm_cluster(net: Network, login: str, workers: Sequence[str]) -> Iterator[
         _wait(lambda: Path(env["MYSQL_UNIX_PORT"]).exists(), "MariaDB's socket", folder)
         start(login, ["slurmdbd", "-D"], "slurmdbd")
         # The controller registers its cluster with slurmdbd as it starts: slurmdbd first.
-        _wait(lambda: _answers(net, login, env, ["sacctmgr", "-n", "list", "cluster"]),
-              "slurmdbd to answer", folder)
+        _wait(lambda: _slurm(net, login, env, "sacctmgr", "-n", "list", "cluster"
+                             ).returncode == 0, "slurmdbd to answer", folder)
         start(login, ["slurmctld", "-D", "-i"], "slurmctld")
         for worker in workers:
             start(worker, ["slurmd", "-D"], f"slurmd-{worker}")
         _wait(lambda: _idle(net, login, env, workers), "every node idle", folder)
-        yield SlurmCluster(Path(env["SLURM_CONF"]), folder, tuple(workers))
+        yield SlurmCluster(Path(env["SLURM_CONF"]), folder)
     finally:
         for process in reversed(started):
             net.stop(process)
@@ -186,18 +183,26 @@ def _configure(folder: Path, munge: Path, net: Network, login: str,
     return {"SLURM_CONF": str(conf), "MYSQL_UNIX_PORT": str(folder / "mariadb.socket")}
 
 
+def _logs(folder: Path) -> str:
+    """The tail of each daemon's log and output."""
+    return "".join(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+                   for path in sorted(folder.glob("*.*")) if path.suffix in (".log", ".out"))
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name, path=_PATH)
     assert path is not None, name
     return path
 
 
-def _answers(net: Network, host: str, env: dict[str, str], argv: Sequence[str]) -> bool:
-    return net.run(host, [_tool(argv[0]), *argv[1:]], env=env, timeout=60).returncode == 0
+def _slurm(net: Network, host: str, env: dict[str, str],
+           *argv: str) -> subprocess.CompletedProcess[str]:
+    """A Slurm command on ``host``, against the cluster ``env`` names."""
+    return net.run(host, [_tool(argv[0]), *argv[1:]], env=env, timeout=60)
 
 
 def _idle(net: Network, host: str, env: dict[str, str], workers: Sequence[str]) -> bool:
-    done = net.run(host, [_tool("sinfo"), "-h", "-N", "-o", "%N %t"], env=env, timeout=60)
+    done = _slurm(net, host, env, "sinfo", "-h", "-N", "-o", "%N %t")
     states = dict(line.split() for line in done.stdout.splitlines() if line.strip())
     return all(states.get(w) == "idle" for w in workers)
 
@@ -206,7 +211,5 @@ def _wait(condition: Callable[[], bool], what: str, folder: Path, timeout: float
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                           for p in sorted(folder.glob("*.*")) if p.suffix in (".log", ".out"))
-            raise RuntimeError(f"{what}: not after {timeout:.0f} s\n{logs}")
+            raise RuntimeError(f"{what}: not after {timeout:.0f} s\n{_logs(folder)}")
         time.sleep(0.5)

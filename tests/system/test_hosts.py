@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import PYTHON, StoreReader
 from tests.jobs import training, wait_for
+from tests.processes import tracking_processes
 from tests.system.hosts import Network, unavailable
 from tests.system.ray_nodes import RAY_LOOPBACK, session_members
 from tests.system.slurm_nodes import slurm_cluster
@@ -247,13 +247,6 @@ def wait_training(cluster: Cluster, experiment: str, job: subprocess.Popen[bytes
         return training(StoreReader(cluster.database, experiment), 1)
 
     wait_for(ready, "the job training", timeout=180)
-
-
-def tracking_processes(cwd: Path) -> list[int]:
-    """wdexp's tracking processes of the jobs started in ``cwd`` (they run detached)."""
-    return [p.pid for p in psutil.process_iter(["cmdline", "cwd"])
-            if "wdexp.tracking.server" in " ".join(p.info["cmdline"] or ())
-            and p.info["cwd"] == str(cwd)]
 
 
 def running_jobs(session: int) -> list[int]:

@@ -6,9 +6,10 @@ import socket
 
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
 
 import wdexp
-from tests.conftest import StoreReader, multirun, sweep_here
+from tests.conftest import ROOT, StoreReader, multirun, sweep_here
 from wdexp.sweep_runs import sweep_name
 from wdexp.vocabulary import ConfigError
 
@@ -215,3 +216,19 @@ def test_a_lost_job_is_told_by_the_state_its_launcher_saw(message, told):
     from wdexp.lost_jobs import death
 
     assert death(RuntimeError(message)) == told
+
+
+def test_submitit_local_writes_each_jobs_log_into_a_folder_made_before_its_job_starts(tmp_path):
+    """submitit's local controller opens ``<folder>/<job id>_0_log.out`` as it starts; a folder
+    per job (``.submitit/%j``) is made by the submitting process only after that start, and a
+    controller that won the race died with FileNotFoundError (a CI run lost a job so). The
+    folder the controller writes into must be the one made before: the job-independent one."""
+    from submitit.core.utils import JobPaths
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=["hydra/launcher=submitit_local",
+                                 f"hydra.sweep.dir={tmp_path}"])
+    folder = str(cfg.hydra.launcher.submitit_folder)
+    assert JobPaths(folder, job_id="4242", task_id=0).stdout.parent == \
+        JobPaths.get_first_id_independent_folder(folder)

@@ -352,20 +352,26 @@ def test_the_tracking_host_away_past_timeout_s_fails_the_job_and_its_runs_end_on
         assert 0 < len(steps) <= CUT_EPOCHS + 1 and steps == list(range(len(steps)))  # once each
 
 
+RESUME_FROM_PYTHON = """import sys, wdexp
+result = wdexp.sweep(*sys.argv[1:], launcher="slurm")
+print(result.status, sorted(result.table["seed"]))"""
+
+
 def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_alone(
         cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``hydra/launcher=slurm`` typed on the login host submits a real job array (slurmctld
     and slurmdbd there, a slurmd on each worker host); ``scancel`` of the first task while both
     train ends its runs KILLED with every trained step written, the sweep waits for the other,
-    which lands whole, and says which job did not finish; ``resume=true`` reruns just that pair."""
+    which lands whole, and says which job did not finish; ``resume=true``, sent from Python
+    (``wdexp.sweep(…, launcher="slurm")``), reruns just that pair."""
     if reason := slurm_unavailable():
         pytest.skip(reason)
     net, experiment = cluster.net, "slurm"
     cluster.watch(experiment, monkeypatch)
     with slurm_cluster(net, LOGIN, WORKERS) as slurm:
-        sweep = [PYTHON, "-m", "wdexp.train", "-m", "hydra/launcher=slurm",
-                 f"tracking.uri={cluster.url}", f"tracking.experiment={experiment}",
-                 "seed=0,1", f"epochs={CUT_EPOCHS}", f"hydra.sweep.dir={tmp_path}/multirun"]
+        overrides = [f"tracking.uri={cluster.url}", f"tracking.experiment={experiment}",
+                     "seed=0,1", f"epochs={CUT_EPOCHS}", f"hydra.sweep.dir={tmp_path}/multirun"]
+        sweep = [PYTHON, "-m", "wdexp.train", "-m", "hydra/launcher=slurm", *overrides]
         first = net.start(LOGIN, sweep, log=tmp_path / "sweep.log", cwd=tmp_path, env=slurm.env)
         try:
             try:
@@ -399,9 +405,11 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
             "wdexp: stopped by SIGTERM")
         (stderr,) = (tmp_path / "multirun" / ".submitit" / cancelled).glob("*_log.err")
         assert "Traceback" not in stderr.read_text(), stderr.read_text()[-5000:]
-        again = net.run(LOGIN, [*sweep, "resume=true"], cwd=tmp_path, env=slurm.env,
-                        timeout=300)
+        # The rerun from Python, as a notebook would send it to the cluster: wdexp.sweep.
+        again = net.run(LOGIN, [PYTHON, "-c", RESUME_FROM_PYTHON, *overrides, "resume=true"],
+                        cwd=tmp_path, env=slurm.env, timeout=300)
         assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+        assert again.stdout.splitlines()[-1] == "FINISHED [0]", again.stdout[-3000:]
         assert leaks(cluster.secret, slurm.folder) == []  # the daemons' logs and state
 
     runs = cluster.dump(tmp_path / "downloaded", experiment)

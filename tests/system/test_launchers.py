@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import PYTHON, StoreReader, copy_store, multirun, sweep_here
 from tests.jobs import start, training_metrics, wait_for
-from tests.system.ray_nodes import RAY_LOOPBACK
+from tests.system.ray_nodes import RAY_LOOPBACK, session_members
 
 
 def assert_landed_once(store_uri: str, n_pairs: int) -> None:
@@ -96,3 +99,36 @@ def test_ray_cluster(tmp_path, store_uri, template_store, ray_cluster, monkeypat
     (sweep,) = StoreReader(other).runs("sweep")
     listed = StoreReader(other).client.list_artifacts(sweep.info.run_id)
     assert [a.path for a in listed] == ["summary.csv"]  # kept; no figures when stopped
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
+def test_ctrl_c_to_a_sweep_on_a_ray_of_its_own_ends_it_and_its_ray_within_10_s(tmp_path,
+                                                                                store_uri):
+    """``hydra/launcher=ray``, the plugin's own: the sweep's process starts a Ray for the sweep
+    (raylet, GCS, workers). Ctrl-C to the group while both jobs train ends every run KILLED and
+    the sweep within 10 s, and nothing of that Ray is left."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's sockets need short paths
+    job = start(f"tracking.uri={store_uri}", "hydra/launcher=ray",
+                "+hydra.launcher.ray.init.num_cpus=2",
+                "+hydra.launcher.ray.init.include_dashboard=false",
+                f"+hydra.launcher.ray.init._temp_dir={temp_dir}",
+                "optimizer.weight_decay=0.01,0.1", "epochs=100000000",
+                tmp_path=tmp_path, multirun=True, env=RAY_LOOPBACK)
+    try:
+        training_metrics(store_uri, job, pairs=2)
+        os.killpg(job.pid, signal.SIGINT)
+        output, took = job.finish(timeout=60)
+        assert job.returncode == 130, output
+        assert took < 10, f"{took:.1f} s"
+        wait_for(lambda: {r.info.status for r in StoreReader(store_uri).runs()} == {"KILLED"},
+                 "every run of the stopped sweep KILLED", timeout=30)
+        assert len(StoreReader(store_uri).runs("pair")) == 2
+        (sweep,) = StoreReader(store_uri).runs("sweep")
+        listed = StoreReader(store_uri).client.list_artifacts(sweep.info.run_id)
+        assert [a.path for a in listed] == ["summary.csv"]  # kept; no figures when stopped
+        wait_for(lambda: not session_members(job.pid), "its Ray's processes to end", timeout=10)
+    finally:
+        for pid in session_members(job.pid):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)

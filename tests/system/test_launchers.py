@@ -103,6 +103,40 @@ def test_ray_cluster(tmp_path, store_uri, template_store, ray_cluster, monkeypat
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
+def test_ray_from_python_starts_a_ray_of_its_own_and_stops_it(tmp_path, store_uri,
+                                                               monkeypatch):
+    """``wdexp.sweep(launcher="ray")``: the plugin's own launcher starts a Ray in the calling
+    process for the sweep; the call lands every pair once and stops that Ray when it returns
+    (a kernel keeps no cluster it did not ask for)."""
+    for name, value in RAY_LOOPBACK.items():
+        monkeypatch.setenv(name, value)
+    import psutil
+    import ray  # after RAY_LOOPBACK: Ray reads it once, on import
+
+    assert not ray.is_initialized()
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's sockets need short paths
+
+    def its_processes() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children(recursive=True)
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    try:
+        result = sweep_here("seed=0,1", "epochs=10", "+hydra.launcher.ray.init.num_cpus=2",
+                            "+hydra.launcher.ray.init.include_dashboard=false",
+                            f"+hydra.launcher.ray.init._temp_dir={temp_dir}", launcher="ray",
+                            tmp_path=tmp_path, store_uri=store_uri)
+        assert_landed_once(store_uri, 2)
+        assert result.status == "FINISHED" and sorted(result.table["seed"]) == [0, 1]
+        assert not ray.is_initialized()
+        wait_for(lambda: not its_processes(), "the Ray it started to end", timeout=15)
+    finally:
+        for process in its_processes():
+            process.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
 def test_ctrl_c_to_a_sweep_on_a_ray_of_its_own_ends_it_and_its_ray_within_10_s(tmp_path,
                                                                                 store_uri):
     """``hydra/launcher=ray``, the plugin's own: the sweep's process starts a Ray for the sweep

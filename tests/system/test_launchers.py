@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PYTHON, StoreReader, copy_store, multirun, sweep_here
-from tests.jobs import start, training_metrics, wait_for
+from tests.jobs import Job, start, training_metrics, wait_for
 from tests.system.ray_nodes import RAY_LOOPBACK, session_members
 
 
@@ -28,6 +28,22 @@ def assert_landed_once(store_uri: str, n_pairs: int) -> None:
     assert {p.data.tags["mlflow.parentRunId"] for p in pairs} == {sweep.info.run_id}
     seeds = Counter(p.data.params["seed"] for p in pairs)
     assert set(seeds.values()) == {1}  # no job ran twice
+
+
+def assert_ctrl_c_ends_it_killed(job: Job, store_uri: str) -> None:
+    """Ctrl-C to a sweep's group while both of its jobs train: exit 130 within 10 s, every run
+    KILLED, the sweep run with its summary.csv and no figures."""
+    training_metrics(store_uri, job, pairs=2)
+    os.killpg(job.pid, signal.SIGINT)
+    output, took = job.finish(timeout=60)
+    assert job.returncode == 130, output
+    assert took < 10, f"{took:.1f} s"
+    wait_for(lambda: {r.info.status for r in StoreReader(store_uri).runs()} == {"KILLED"},
+             "every run of the stopped sweep KILLED", timeout=30)
+    assert len(StoreReader(store_uri).runs("pair")) == 2
+    (sweep,) = StoreReader(store_uri).runs("sweep")
+    listed = StoreReader(store_uri).client.list_artifacts(sweep.info.run_id)
+    assert [a.path for a in listed] == ["summary.csv"]  # kept; no figures when stopped
 
 
 def test_joblib_with_four_workers_on_a_brand_new_store(tmp_path, new_store_uri):
@@ -88,17 +104,7 @@ def test_ray_cluster(tmp_path, store_uri, template_store, ray_cluster, monkeypat
                 f"hydra.launcher.ray.init.address={ray_cluster.address}",
                 "optimizer.weight_decay=0.01,0.1", "epochs=100000000",
                 tmp_path=tmp_path / "stopped", multirun=True, env=RAY_LOOPBACK)
-    training_metrics(other, job, pairs=2)
-    os.killpg(job.pid, signal.SIGINT)
-    output, took = job.finish(timeout=60)
-    assert job.returncode == 130, output
-    assert took < 10, f"{took:.1f} s"
-    wait_for(lambda: {r.info.status for r in StoreReader(other).runs()} == {"KILLED"},
-             "every run of the stopped sweep KILLED", timeout=30)
-    assert len(StoreReader(other).runs("pair")) == 2
-    (sweep,) = StoreReader(other).runs("sweep")
-    listed = StoreReader(other).client.list_artifacts(sweep.info.run_id)
-    assert [a.path for a in listed] == ["summary.csv"]  # kept; no figures when stopped
+    assert_ctrl_c_ends_it_killed(job, other)
 
 
 @pytest.mark.slow
@@ -150,17 +156,7 @@ def test_ctrl_c_to_a_sweep_on_a_ray_of_its_own_ends_it_and_its_ray_within_10_s(t
                 "optimizer.weight_decay=0.01,0.1", "epochs=100000000",
                 tmp_path=tmp_path, multirun=True, env=RAY_LOOPBACK)
     try:
-        training_metrics(store_uri, job, pairs=2)
-        os.killpg(job.pid, signal.SIGINT)
-        output, took = job.finish(timeout=60)
-        assert job.returncode == 130, output
-        assert took < 10, f"{took:.1f} s"
-        wait_for(lambda: {r.info.status for r in StoreReader(store_uri).runs()} == {"KILLED"},
-                 "every run of the stopped sweep KILLED", timeout=30)
-        assert len(StoreReader(store_uri).runs("pair")) == 2
-        (sweep,) = StoreReader(store_uri).runs("sweep")
-        listed = StoreReader(store_uri).client.list_artifacts(sweep.info.run_id)
-        assert [a.path for a in listed] == ["summary.csv"]  # kept; no figures when stopped
+        assert_ctrl_c_ends_it_killed(job, store_uri)
         wait_for(lambda: not session_members(job.pid), "its Ray's processes to end", timeout=10)
     finally:
         for pid in session_members(job.pid):

@@ -116,6 +116,9 @@ def test_ray_from_python_starts_a_ray_of_its_own_and_stops_it(tmp_path, store_ur
     (a kernel keeps no cluster it did not ask for)."""
     for name, value in RAY_LOOPBACK.items():
         monkeypatch.setenv(name, value)
+    # A Ray started by ray.init writes its token to ~/.ray/auth_token, and a `ray start` cluster
+    # that later finds it there wants it from every client: not in the session's HOME.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     import psutil
     import ray  # after RAY_LOOPBACK: Ray reads it once, on import
 
@@ -154,7 +157,8 @@ def test_ctrl_c_to_a_sweep_on_a_ray_of_its_own_ends_it_and_its_ray_within_10_s(t
                 "+hydra.launcher.ray.init.include_dashboard=false",
                 f"+hydra.launcher.ray.init._temp_dir={temp_dir}",
                 "optimizer.weight_decay=0.01,0.1", "epochs=100000000",
-                tmp_path=tmp_path, multirun=True, env=RAY_LOOPBACK)
+                tmp_path=tmp_path, multirun=True,
+                env={**RAY_LOOPBACK, "HOME": str(tmp_path / "home")})  # its Ray's token: above
     try:
         assert_ctrl_c_ends_it_killed(job, store_uri)
         wait_for(lambda: not session_members(job.pid), "its Ray's processes to end", timeout=10)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,17 @@ def assert_ctrl_c_ends_it_killed(job: Job, store_uri: str) -> None:
     (sweep,) = StoreReader(store_uri).runs("sweep")
     listed = StoreReader(store_uri).client.list_artifacts(sweep.info.run_id)
     assert [a.path for a in listed] == ["summary.csv"]  # kept; no figures when stopped
+
+
+@pytest.fixture
+def own_ray() -> Iterator[tuple[str, ...]]:
+    """``hydra/launcher=ray``'s settings for a Ray of the test's own: 2 CPUs, no dashboard, its
+    files in a short folder (Ray's sockets need short paths), removed after."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    yield ("+hydra.launcher.ray.init.num_cpus=2",
+           "+hydra.launcher.ray.init.include_dashboard=false",
+           f"+hydra.launcher.ray.init._temp_dir={temp_dir}")
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_joblib_with_four_workers_on_a_brand_new_store(tmp_path, new_store_uri):
@@ -109,7 +121,7 @@ def test_ray_cluster(tmp_path, store_uri, template_store, ray_cluster, monkeypat
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
-def test_ray_from_python_starts_a_ray_of_its_own_and_stops_it(tmp_path, store_uri,
+def test_ray_from_python_starts_a_ray_of_its_own_and_stops_it(tmp_path, store_uri, own_ray,
                                                                monkeypatch):
     """``wdexp.sweep(launcher="ray")``: the plugin's own launcher starts a Ray in the calling
     process for the sweep; the call lands every pair once and stops that Ray when it returns
@@ -123,16 +135,13 @@ def test_ray_from_python_starts_a_ray_of_its_own_and_stops_it(tmp_path, store_ur
     import ray  # after RAY_LOOPBACK: Ray reads it once, on import
 
     assert not ray.is_initialized()
-    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's sockets need short paths
 
     def its_processes() -> list[psutil.Process]:
         return [p for p in psutil.Process().children(recursive=True)
                 if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
     try:
-        result = sweep_here("seed=0,1", "epochs=10", "+hydra.launcher.ray.init.num_cpus=2",
-                            "+hydra.launcher.ray.init.include_dashboard=false",
-                            f"+hydra.launcher.ray.init._temp_dir={temp_dir}", launcher="ray",
+        result = sweep_here("seed=0,1", "epochs=10", *own_ray, launcher="ray",
                             tmp_path=tmp_path, store_uri=store_uri)
         assert_landed_once(store_uri, 2)
         assert result.status == "FINISHED" and sorted(result.table["seed"]) == [0, 1]
@@ -141,21 +150,17 @@ def test_ray_from_python_starts_a_ray_of_its_own_and_stops_it(tmp_path, store_ur
     finally:
         for process in its_processes():
             process.kill()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time
 def test_ctrl_c_to_a_sweep_on_a_ray_of_its_own_ends_it_and_its_ray_within_10_s(tmp_path,
-                                                                                store_uri):
+                                                                                store_uri,
+                                                                                own_ray):
     """``hydra/launcher=ray``, the plugin's own: the sweep's process starts a Ray for the sweep
     (raylet, GCS, workers). Ctrl-C to the group while both jobs train ends every run KILLED and
     the sweep within 10 s, and nothing of that Ray is left."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's sockets need short paths
-    job = start(f"tracking.uri={store_uri}", "hydra/launcher=ray",
-                "+hydra.launcher.ray.init.num_cpus=2",
-                "+hydra.launcher.ray.init.include_dashboard=false",
-                f"+hydra.launcher.ray.init._temp_dir={temp_dir}",
+    job = start(f"tracking.uri={store_uri}", "hydra/launcher=ray", *own_ray,
                 "optimizer.weight_decay=0.01,0.1", "epochs=100000000",
                 tmp_path=tmp_path, multirun=True,
                 env={**RAY_LOOPBACK, "HOME": str(tmp_path / "home")})  # its Ray's token: above
@@ -165,4 +170,3 @@ def test_ctrl_c_to_a_sweep_on_a_ray_of_its_own_ends_it_and_its_ray_within_10_s(t
     finally:
         for pid in session_members(job.pid):
             os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -4,7 +4,7 @@ Each case runs A (wdexp) and B (its reference) alternately, A B A B ..., after o
 warm-up of each, and times every process with GNU time (wall seconds, max RSS). The table shows
 medians, the ratio A/B and its target. A missed target is a result, not an error: the exit status
 is non-zero only when a command fails.
-Usage: python benchmarks/run.py [--repeat 5] [--only SUBSTRING] [--smoke] [--output FILE]
+Usage: python benchmarks/run.py [--repeat 5] [--only SUBSTRING ...] [--smoke] [--output FILE]
        [--members-figure PNG]
 """
 
@@ -36,7 +36,7 @@ WEIGHT_DECAYS = "0,0.0001,0.0003,0.001,0.003,0.01,0.03,0.1,0.3,1"
 MULTIRUN_ROUNDS = 3  # the multirun case takes minutes per round
 LONG_ROUNDS = 3  # so does the 20 000-epoch pair
 sys.path.insert(0, str(HERE.parent))  # the team-server row starts its servers as tests/ does
-KEPT = Path(tempfile.mkdtemp(prefix="wdexp-bench-kept-"))
+KEPT = Path(tempfile.gettempdir()) / f"wdexp-bench-kept-{os.getpid()}"  # made by main()
 TEAM_DECAYS = "0,0.0001,0.001,0.003,0.01,0.03,0.1,1"  # the PostgreSQL test's sweep: 8 jobs
 SERVER: dict[str, str] = {}  # "url" of the team server, while one runs
 
@@ -310,7 +310,8 @@ def table(rows: list[list[str]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="alternating rounds per case")
-    parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--only", action="append", metavar="SUBSTRING",
+                        help="run the cases whose name contains this (repeat it for more)")
     parser.add_argument("--smoke", action="store_true",
                         help="1 round, no warm-up, tiny sizes; targets not judged")
     parser.add_argument("--output", type=Path, help="also write the table here (markdown)")
@@ -318,10 +319,11 @@ def main() -> int:
                         help="draw the per-member rows here (PNG; docs/img/stacked_members.png)")
     args = parser.parse_args()
     chosen = [(case, small) for case, small in zip(cases(args.smoke), cases(True), strict=True)
-              if not args.only or args.only.lower() in case.name.lower()]
+              if not args.only or any(o.lower() in case.name.lower() for o in args.only)]
     if not chosen:
-        parser.error(f"no benchmark matches --only {args.only!r}")
+        parser.error(f"no benchmark matches --only {' '.join(args.only)!r}")
     started, host = time.monotonic(), machine()
+    KEPT.mkdir()
     team = contextlib.ExitStack()
     if any("{server}" in a for case, _ in chosen for a in case.a.argv) and not has_postgres():
         print("bench: no PostgreSQL server binaries (apt-get install postgresql-15): the "

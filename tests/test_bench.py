@@ -1,0 +1,76 @@
+"""Every command `make bench` runs, at its full and its smoke size, composes: wdexp's with the real
+conf/ as the docs' commands are checked (tests/test_docs.py), the tutorial's with its own conf/.
+A renamed key, group or option breaks this test instead of the next bench run. The runner itself
+runs end to end in tests/system/test_bench.py, on the rows that cover each kind of measure."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+
+from tests.test_docs import compose_command, jobs
+from wdexp.config import ROOT
+
+BENCHMARKS = ROOT / "benchmarks"
+STAND_INS = {"{tmp}": "/tmp/bench-run", "{kept}": "/tmp/bench-kept",
+             "{server}": "http://127.0.0.1:5000"}
+
+
+def _load_runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_runner", BENCHMARKS / "run.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+RUNNER = _load_runner()
+
+
+def _argv(command: object) -> list[str]:
+    argv = []
+    for arg in command.argv[1:]:  # type: ignore[attr-defined]
+        for placeholder, value in STAND_INS.items():
+            arg = arg.replace(placeholder, value)
+        argv.append(arg)
+    return argv
+
+
+COMMANDS = list(dict.fromkeys(command for smoke in (False, True) for case in RUNNER.cases(smoke)
+                              for command in (case.a, case.b) if command is not None))
+
+
+def _compose_tutorial(argv: list[str]) -> int:
+    args = get_args_parser().parse_args(argv)
+    runs = jobs(args.overrides) if args.multirun else [args.overrides]
+    conf = BENCHMARKS / "tutorial" / "conf"
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        for overrides in runs:
+            compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    return len(runs)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.label()[:90] for c in COMMANDS])
+def test_every_bench_command_composes(command: object) -> None:
+    argv = _argv(command)
+    if argv[:2] == ["-m", "wdexp.train"]:
+        assert compose_command("wdexp.train", argv[2:])
+    elif Path(argv[0]) == BENCHMARKS / "tutorial" / "train.py":
+        assert _compose_tutorial(argv[1:]) >= 1
+    elif Path(argv[0]) == BENCHMARKS / "notebook.py":
+        assert int(argv[1]) > 0  # its only argument: the epochs
+    else:  # the ingestion probe: its arguments are its own, run by the system test
+        assert Path(argv[0]) == BENCHMARKS / "ingestion_probe.py", argv
+
+
+def test_the_bench_has_commands_of_every_program() -> None:
+    programs = {" ".join(_argv(c)[:2]) if _argv(c)[0] == "-m" else Path(_argv(c)[0]).name
+                for c in COMMANDS}
+    assert programs == {"-m wdexp.train", "train.py", "notebook.py", "ingestion_probe.py"}

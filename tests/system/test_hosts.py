@@ -352,6 +352,15 @@ def test_the_tracking_host_away_past_timeout_s_fails_the_job_and_its_runs_end_on
         assert 0 < len(steps) <= CUT_EPOCHS + 1 and steps == list(range(len(steps)))  # once each
 
 
+def behind(reader: StoreReader) -> int:
+    """The seed of the pair that has trained the fewest epochs so far."""
+    trained = {int(pair.data.params["seed"]):
+               min(len(reader.history(arm.info.run_id, "loss"))
+                   for arm in reader.arms(pair.info.run_id).values())
+               for pair in reader.runs("pair")}
+    return min(trained, key=trained.__getitem__)
+
+
 RESUME_FROM_PYTHON = """import sys, wdexp
 result = wdexp.sweep(*sys.argv[1:], launcher="slurm")
 print(result.status, sorted(result.table["seed"]))"""
@@ -360,8 +369,10 @@ print(result.status, sorted(result.table["seed"]))"""
 def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_alone(
         cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``hydra/launcher=slurm`` typed on the login host submits a real job array (slurmctld
-    and slurmdbd there, a slurmd on each worker host); ``scancel`` of the first task while both
-    train ends its runs KILLED with every trained step written, the sweep waits for the other,
+    and slurmdbd there, a slurmd on each worker host); ``scancel`` of one task while both
+    train (the one that started last: Slurm starts the two seconds apart, and a task cancelled
+    after its training would test the close, not the cut) ends its runs KILLED with every
+    trained step written, the sweep waits for the other,
     which lands whole, and says which job did not finish; ``resume=true``, sent from Python
     (``wdexp.sweep(…, launcher="slurm")``), reruns just that pair."""
     if reason := slurm_unavailable():
@@ -385,7 +396,8 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
                                      f"{(tmp_path / 'sweep.log').read_text()[-3000:]}") from error
             tasks = slurm.run(net, LOGIN, "squeue", "-h", "-r", "-o", "%i %N").split()
             running = dict(zip(tasks[::2], tasks[1::2], strict=True))
-            (cancelled,) = [task for task in running if task.endswith("_0")]  # seed=0
+            seed = behind(StoreReader(cluster.database, experiment))  # its job index, too
+            (cancelled,) = [task for task in running if task.endswith(f"_{seed}")]
             assert sorted(running.values()) == sorted(WORKERS), running  # one on each
             slurm.run(net, LOGIN, "scancel", cancelled)
             first.wait(timeout=300)
@@ -394,14 +406,14 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
                 net.stop(first)
         output = (tmp_path / "sweep.log").read_text()
         assert first.returncode == 1, output[-5000:]
-        assert "1 of 2 jobs did not finish (#0" in output, output[-5000:]
+        assert f"1 of 2 jobs did not finish (#{seed}" in output, output[-5000:]
         states = slurm.run(net, LOGIN, "sacct", "-n", "-X", "-P", "-o", "JobID,State")
         assert f"{cancelled}|CANCELLED" in states, states
-        assert (f"wdexp: job #0 (tracking.uri=http\\://{net[TRACKING].address}\\:5000 "
-                f"tracking.experiment={experiment} seed=0 epochs={CUT_EPOCHS}) lost: its process "
-                "ended without a result (state CANCELLED)") in output, output[-5000:]
+        assert (f"wdexp: job #{seed} (tracking.uri=http\\://{net[TRACKING].address}\\:5000 "
+                f"tracking.experiment={experiment} seed={seed} epochs={CUT_EPOCHS}) lost: its "
+                "process ended without a result (state CANCELLED)") in output, output[-5000:]
         # The cancelled job's own words: its line, and no traceback where submitit keeps stderr.
-        assert (tmp_path / "multirun" / "0" / "train.log").read_text().rstrip().endswith(
+        assert (tmp_path / "multirun" / str(seed) / "train.log").read_text().rstrip().endswith(
             "wdexp: stopped by SIGTERM")
         (stderr,) = (tmp_path / "multirun" / ".submitit" / cancelled).glob("*_log.err")
         assert "Traceback" not in stderr.read_text(), stderr.read_text()[-5000:]
@@ -409,7 +421,7 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
         again = net.run(LOGIN, [PYTHON, "-c", RESUME_FROM_PYTHON, *overrides, "resume=true"],
                         cwd=tmp_path, env=slurm.env, timeout=300)
         assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
-        assert again.stdout.splitlines()[-1] == "FINISHED [0]", again.stdout[-3000:]
+        assert again.stdout.splitlines()[-1] == f"FINISHED [{seed}]", again.stdout[-3000:]
         assert leaks(cluster.secret, slurm.folder) == []  # the daemons' logs and state
 
     runs = cluster.dump(tmp_path / "downloaded", experiment)
@@ -418,7 +430,7 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
     pairs = [r for r in runs if r["tags"]["wdexp.kind"] == "pair"]
     host = {p["run_id"]: p["tags"][OWNER_TAG].split()[0] for p in pairs}
     (lost,) = [p for p in pairs if p["status"] != "FINISHED"]
-    assert lost["status"] == "KILLED" and lost["params"]["seed"] == "0"
+    assert lost["status"] == "KILLED" and lost["params"]["seed"] == str(seed)
     assert host[lost["run_id"]] == running[cancelled]  # where Slurm said it ran
     lost_arms = [r for r in runs if r["tags"].get("mlflow.parentRunId") == lost["run_id"]]
     assert sorted(a["status"] for a in lost_arms) == ["KILLED", "KILLED"]
@@ -439,7 +451,7 @@ def test_a_slurm_array_runs_on_both_workers_and_a_cancelled_task_costs_its_pair_
     assert sorted(s["status"] for s in sweeps) == ["FAILED", "FINISHED"], sweeps
     (resumed,) = [s for s in sweeps if s["status"] == "FINISHED"]
     rerun = [p for p in pairs if p["tags"]["mlflow.parentRunId"] == resumed["run_id"]]
-    assert [p["params"]["seed"] for p in rerun] == ["0"]  # just the lost pair
+    assert [p["params"]["seed"] for p in rerun] == [str(seed)]  # just the lost pair
     assert by_id[lost["tags"]["mlflow.parentRunId"]]["status"] == "FAILED"
 
     assert cluster.secret not in json.dumps(runs) + output + again.stdout + again.stderr

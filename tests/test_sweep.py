@@ -19,6 +19,29 @@ def sweep_summary(reader: StoreReader, sweep_id: str, tmp_path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+
+def test_the_launchers_that_train_here_are_warmed_up_and_the_warm_up_draws_nothing():
+    """A sweep's launching process builds a throwaway optimizer on a thread while it waits for
+    its sweep run, beside the first job's build: it must not move torch's random state, and it
+    is done for exactly the launchers whose jobs train in this process."""
+    import torch
+
+    from wdexp import study
+    from wdexp.sweep_runs import IN_PROCESS
+
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    study.warm_up()
+    assert torch.equal(torch.get_rng_state(), before)
+    targets = {}
+    for launcher in ("basic", "stacked", "joblib", "submitit_local", "ray"):
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"],
+                          return_hydra_config=True)
+        targets[launcher] = cfg.hydra.launcher._target_ in IN_PROCESS
+    assert targets == {"basic": True, "stacked": True, "joblib": False,
+                       "submitit_local": False, "ray": False}
+
 def assert_sweep_tree(reader: StoreReader, n_pairs: int, status: str = "FINISHED"):
     (sweep,) = reader.runs("sweep")
     assert sweep.info.status == status

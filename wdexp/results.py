@@ -5,6 +5,7 @@ with the figures the runs stored, shown inline by Jupyter."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,17 @@ def _load_readers() -> None:
     import wdexp.tracking.store  # noqa: F401
 
 
-def preload() -> None:
+def preload(first: Callable[[], object] | None = None) -> None:
     """Import what reading the store takes (MLflow, pandas: seconds) on a thread, while the
-    jobs run, so that reading their results afterwards does not wait for it."""
-    threading.Thread(target=_load_readers, name="wdexp-readers", daemon=True).start()
+    jobs run, so that reading their results afterwards does not wait for it; ``first``, what
+    the jobs need sooner, is done on that thread before."""
+
+    def load() -> None:
+        if first is not None:
+            first()
+        _load_readers()
+
+    threading.Thread(target=load, name="wdexp-readers", daemon=True).start()
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,13 @@ def build_model(cfg: DictConfig, device: torch.device) -> Model:
     return supervised(module, data, task).to(device)
 
 
+def warm_up() -> None:
+    """Build and drop one torch optimizer: a process's first imports torch's compiler stack
+    (``torch._dynamo``, about a second), which a sweep's launching process that trains the jobs
+    itself does while it waits for its sweep run (:mod:`wdexp.sweep_runs`). No random draw."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+
+
 def build(cfg: DictConfig, labels: dict[str, str] | None = None,
           checked: Callable[[JobSpec], object] | None = None) -> Study:
     """Check the whole config and build both arms; nothing is tracked yet.

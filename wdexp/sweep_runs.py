@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from wdexp import search, signals
+from wdexp import search, signals, study
 from wdexp.config import parse_tracking
 from wdexp.lifecycle import Refused
 from wdexp.results import preload
@@ -48,6 +48,9 @@ from wdexp.vocabulary import (
 log = logging.getLogger("wdexp")
 MAX_NAME = 250
 MAX_VALUES = 24  # characters of one key's swept values in the sweep run's name
+# Launchers that run the jobs in the launching process itself (Hydra's default, wdexp's stacked)
+IN_PROCESS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+              "hydra_plugins.wdexp_launchers.stacked_launcher.StackedLauncher")
 
 
 def swept_overrides(task_overrides: list[str]) -> dict[str, str]:
@@ -122,6 +125,11 @@ class SweepCallback(Callback):
                 **source_tags("-m", *shown)}
         params = {f"sweep.{key}": values for key, values in swept.items()}
         folder = SweepFolder(str(config.hydra.sweep.dir))  # before any run: a folder in use
+        # The tracking process opens the store and the sweep run (MLflow's import, a new
+        # store's schema: seconds) while a thread here loads what comes next: torch's compiler
+        # stack where the jobs train in this process, then what the sweep's end reads with
+        # (MLflow, pandas), so that neither the first job nor the end — a Ctrl-C's too — waits.
+        preload(study.warm_up if config.hydra.launcher.get("_target_") in IN_PROCESS else None)
         run_id = tracker.open_sweep(spec, RunSpec(name, params, tags),
                                     str(config.hydra.sweep.dir))
         folder.hand_over(run_id)
@@ -129,9 +137,6 @@ class SweepCallback(Callback):
         _UNCLOSED.add(self)
         atexit.register(self._close, "FAILED")
         log.info("sweep run %s started: %s", run_id, name)
-        # What the sweep's end reads with (MLflow, pandas: seconds of imports) loads meanwhile,
-        # so that the end, a Ctrl-C's too, does not wait for it.
-        preload()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close("FINISHED")

@@ -14,11 +14,12 @@ from tests.conftest import compose_config
 from wdexp import data, study
 
 
-def test_mnist1d_is_the_packages_published_dataset_made_offline(monkeypatch):
+def test_mnist1d_is_the_packages_published_dataset_made_offline(monkeypatch, tmp_path):
     def no_network(*args, **kwargs):
         raise AssertionError("mnist1d must not touch the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing kept yet: generated here
     data._mnist1d.cache_clear()  # generate it here, not in an earlier test
     random.seed(7)
     np.random.seed(7)
@@ -40,6 +41,59 @@ def test_mnist1d_is_the_packages_published_dataset_made_offline(monkeypatch):
     assert made.identity["generator.num_samples"] == "5000"
     assert made.identity["generator.seed"] == "42"
     assert "generator.url" not in made.identity
+    assert len(list((tmp_path / "wdexp").glob("mnist1d-*.npz"))) == 1  # kept for the next
+
+
+def _tensors(made: data.Data) -> tuple[torch.Tensor, ...]:
+    return made.x_train, made.y_train, made.x_test, made.y_test
+
+
+def _without_generator(monkeypatch):
+    def generated(args):
+        raise AssertionError("generated, not read from the cache")
+
+    monkeypatch.setattr(data, "_generate", generated)
+
+
+def test_mnist1d_is_generated_once_per_machine_and_read_back_bit_for_bit(monkeypatch, tmp_path):
+    """The next process reads the kept set: the same tensors, dtypes and hash, no generation;
+    a kept file cut short or not an .npz is generated again and replaced; a cache folder that
+    cannot be written costs the generation, never the job."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    data._mnist1d.cache_clear()
+    made = data.mnist1d(num_samples=600)
+    (kept,) = (tmp_path / "wdexp").glob("mnist1d-*.npz")
+    assert not [p for p in kept.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+    data._mnist1d.cache_clear()  # as a new process would
+    with monkeypatch.context() as m:
+        _without_generator(m)
+        read = data.mnist1d(num_samples=600)
+    for mine, theirs in zip(_tensors(made), _tensors(read), strict=True):
+        assert mine.dtype == theirs.dtype and torch.equal(mine, theirs)
+    assert read.sha256() == made.sha256() and read.identity == made.identity
+    # Other arguments are another set: generated, kept beside it.
+    data._mnist1d.cache_clear()
+    other = data.mnist1d(num_samples=700)
+    assert other.x_train.shape[0] != made.x_train.shape[0]
+    assert len(list(kept.parent.glob("mnist1d-*.npz"))) == 2
+
+    for damage in (kept.read_bytes()[:1000], b"not an npz"):
+        kept.write_bytes(damage)
+        data._mnist1d.cache_clear()
+        again = data.mnist1d(num_samples=600)
+        assert again.sha256() == made.sha256()
+        data._mnist1d.cache_clear()
+        with monkeypatch.context() as m:  # replaced by a whole file
+            _without_generator(m)
+            assert data.mnist1d(num_samples=600).sha256() == made.sha256()
+
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))  # its wdexp folder cannot be made
+    data._mnist1d.cache_clear()
+    assert data.mnist1d(num_samples=600).sha256() == made.sha256()
+    data._mnist1d.cache_clear()
 
 
 def test_mnist1d_generator_arguments_are_overrides_and_change_the_hash():

@@ -25,12 +25,18 @@ A data set's identity — its generator's arguments and a SHA-256 of its tensors
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import os
 import random
+import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,23 +123,70 @@ def mnist1d(**generator_args: Any) -> Data:
 
 @functools.lru_cache(maxsize=4)
 def _mnist1d(args_json: str) -> Data:
-    """Generated once per process and arguments (seconds of NumPy); the tensors are never
+    """Generated once per machine and arguments (seconds of NumPy), kept in the user's cache
+    folder for the next process (:func:`cache_file`) and in this one; the tensors are never
     written to, so every caller can share them."""
-    from mnist1d.data import make_dataset
-    from mnist1d.utils import ObjectView
-
     args = json.loads(args_json)
-    # make_dataset seeds Python's and NumPy's global generators; the job's stay as they were.
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        made = make_dataset(ObjectView(dict(args)))
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+    path = cache_file(args_json)
+    made = _read_kept(path)
+    if made is None:
+        made = _generate(args)
+        _keep(path, made)
     identity = {"source": "mnist1d.data.make_dataset",
                 **{f"generator.{k}": str(v) for k, v in args.items()}}
     return Data(torch.as_tensor(made["x"]), torch.as_tensor(made["y"]),
                 torch.as_tensor(made["x_test"]), torch.as_tensor(made["y_test"]), identity)
+
+
+_PARTS = ("x", "y", "x_test", "y_test")
+
+
+def _generate(args: dict[str, Any]) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    # make_dataset seeds Python's and NumPy's global generators; the job's stay as they were.
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        return make_dataset(ObjectView(dict(args)))
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def cache_file(args_json: str) -> Path:
+    """Where a generated MNIST-1D is kept: ``$XDG_CACHE_HOME/wdexp`` (else ``~/.cache/wdexp``),
+    one file per generator arguments and ``mnist1d`` version."""
+    key = hashlib.sha256(f"{version('mnist1d')}\n{args_json}".encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "wdexp" / f"mnist1d-{key}.npz"
+
+
+def _read_kept(path: Path) -> dict[str, np.ndarray] | None:
+    """The kept arrays (exactly as generated: .npz holds the raw values), None where there is
+    no usable file — missing, cut short, not an .npz — and the set is generated again."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            return {part: kept[part] for part in _PARTS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _keep(path: Path, made: Mapping[str, np.ndarray]) -> None:
+    """Written to a temporary file renamed into place, so that jobs generating the same set at
+    once never read half a file; a cache folder that cannot be written is passed over."""
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                         delete=False) as file:
+            temporary = file.name
+            np.savez(file, **{part: made[part] for part in _PARTS})
+        os.replace(temporary, path)
+    except OSError:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 def _tensors(key: str, part: Any) -> tuple[Tensor, Tensor]:

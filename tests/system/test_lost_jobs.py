@@ -88,7 +88,8 @@ def test_the_basic_launcher_killed_ends_its_runs_and_resume_runs_exactly_the_res
     all: nothing can go on. The running pair and the sweep run end KILLED at once (the tracking
     process sees its job gone), the jobs not started have no run, and ``resume=true`` reruns
     exactly the killed one and those."""
-    sweep = (f"tracking.uri={store_uri}", "optimizer.weight_decay=0.01,0.1,0.2",
+    decays = [0.01, 0.1, 0.2]
+    sweep = (f"tracking.uri={store_uri}", f"optimizer.weight_decay={','.join(map(str, decays))}",
              f"epochs={EPOCHS}")
     job = start(*sweep, tmp_path=tmp_path, multirun=True)
     wait_for(lambda: training(StoreReader(store_uri), 2), "the second job training", job=job)
@@ -101,7 +102,11 @@ def test_the_basic_launcher_killed_ends_its_runs_and_resume_runs_exactly_the_res
     assert killed.info.status == "KILLED"
     ended = {float(p.data.params["optimizer.weight_decay"]): p.info.status
              for p in reader.runs("pair")}
-    assert ended == {0.01: "FINISHED", 0.1: "KILLED"}
+    # The kill lands in the second job, or in the third where the second finished while the
+    # store was read (a fast machine): the jobs before it finished, the later ones never began.
+    running = len(ended) - 1
+    assert running >= 1, ended
+    assert ended == {**{d: "FINISHED" for d in decays[:running]}, decays[running]: "KILLED"}
 
     again = start(*sweep, "resume=true", tmp_path=tmp_path, multirun=True)
     output, _ = again.finish(timeout=300)
@@ -111,7 +116,7 @@ def test_the_basic_launcher_killed_ends_its_runs_and_resume_runs_exactly_the_res
     rerun = {float(p.data.params["optimizer.weight_decay"]): p.info.status
              for p in reader.runs("pair")
              if p.data.tags["mlflow.parentRunId"] == resumed.info.run_id}
-    assert rerun == {0.1: "FINISHED", 0.2: "FINISHED"}
+    assert rerun == {d: "FINISHED" for d in decays[running:]}
 
 
 @pytest.mark.xdist_group("ray")  # one Ray cluster on the machine at a time

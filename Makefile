@@ -33,11 +33,11 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m wdexp.train $(ARGS)
 
-## test [PYTEST_ARGS=…] [WORKERS=2]: the whole suite, tests/system/ included, on 2 pytest-xdist workers (26 minutes on this quiet 2-core machine, both cores busy all along; longer under load)
+## test [PYTEST_ARGS=…] [WORKERS=2]: the whole suite, tests/system/ included, on 2 pytest-xdist workers (19–26 minutes on this project's 2-core machines, both cores busy all along; longer under load)
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
-## test-fast [PYTEST_ARGS=…]: without tests/system/ and the slow tests: the in-process checks and one real job (about 2 minutes)
+## test-fast [PYTEST_ARGS=…]: without tests/system/ and the slow tests: the in-process checks and one real job (2–3 minutes)
 test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "not slow and not system" $(PYTEST_ARGS)
 

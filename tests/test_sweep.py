@@ -19,7 +19,6 @@ def sweep_summary(reader: StoreReader, sweep_id: str, tmp_path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-
 def test_the_launchers_that_train_here_are_warmed_up_and_the_warm_up_draws_nothing():
     """A sweep's launching process builds a throwaway optimizer on a thread while it waits for
     its sweep run, beside the first job's build: it must not move torch's random state, and it
@@ -41,6 +40,7 @@ def test_the_launchers_that_train_here_are_warmed_up_and_the_warm_up_draws_nothi
         targets[launcher] = cfg.hydra.launcher._target_ in IN_PROCESS
     assert targets == {"basic": True, "stacked": True, "joblib": False,
                        "submitit_local": False, "ray": False}
+
 
 def assert_sweep_tree(reader: StoreReader, n_pairs: int, status: str = "FINISHED"):
     (sweep,) = reader.runs("sweep")

@@ -98,14 +98,19 @@ class MiniBatchSupervised(Supervised):
         assert self.task.batch_size is not None
         return math.ceil(len(self.data.y_train) / self.task.batch_size)
 
-    def batch_indices(self, epoch: int) -> list[Tensor]:
-        """Epoch ``epoch``'s mini-batches as indices into the training set, in order."""
-        assert self.task.batch_size is not None
+    def batch_order(self, epoch: int) -> Tensor:
+        """Epoch ``epoch``'s order of the training set (on the CPU, whatever the device): its
+        mini-batches are the consecutive ``data.batch_size`` indices of it."""
         # Modulo 2**64, as torch takes a negative seed: a large job seed (any the config edge
         # accepts) stays in torch's range, and every smaller one keeps its batch order.
         seed = (self.task.batch_seed * 1_000_003 + epoch) % 2**64
         generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.data.y_train), generator=generator)
+        return torch.randperm(len(self.data.y_train), generator=generator)
+
+    def batch_indices(self, epoch: int) -> list[Tensor]:
+        """Epoch ``epoch``'s mini-batches as indices into the training set, in order."""
+        assert self.task.batch_size is not None
+        order = self.batch_order(epoch)
         return [order[start:start + self.task.batch_size].to(self.data.x_train.device)
                 for start in range(0, len(order), self.task.batch_size)]
 

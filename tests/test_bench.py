@@ -20,8 +20,8 @@ from wdexp.config import ROOT
 BENCHMARKS = ROOT / "benchmarks"
 
 
-def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_runner", BENCHMARKS / "run.py")
+def _load(name: str, file: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / file)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
@@ -29,7 +29,7 @@ def _load_runner() -> ModuleType:
     return module
 
 
-RUNNER = _load_runner()
+RUNNER = _load("bench_runner", "run.py")
 
 
 def _argv(command: object) -> list[str]:
@@ -68,3 +68,13 @@ def test_the_bench_has_commands_of_every_program() -> None:
     programs = {" ".join(argv[:2]) if argv[0] == "-m" else Path(argv[0]).name
                 for argv in map(_argv, COMMANDS)}
     assert programs == {"-m wdexp.train", "train.py", "notebook.py", "ingestion_probe.py"}
+
+
+def test_the_gpu_script_counts_a_pair_and_a_seed_grid_as_their_members() -> None:
+    """benchmarks/gpu_stack.py's rows (run on the CPU, one epoch): a job is 2 members, a seed's
+    7 λ are 8 (one shared baseline), and the pair alone is timed on the same device."""
+    gpu = _load("gpu_stack", "gpu_stack.py")
+    rows = gpu.members("cpu", [2, 8], epochs=1)
+    assert [(row["what"], row["members"], row.get("jobs")) for row in rows] == [
+        ("one pair alone (engine.train)", 2, None), ("stacked", 2, 1), ("stacked", 8, 7)]
+    assert all(row["train_s"] > 0 and row.get("peak_MiB") is None for row in rows)

@@ -31,6 +31,10 @@ USER_PREFIXES = ("MLFLOW_", "HYDRA_", "RAY_", "MPL", "PG")
 # Each of these leads a library to the user's files: ~/.ray/auth_token, ~/.mlflow,
 # ~/.config/matplotlib/matplotlibrc, caches.
 HOME_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")
+# The xdist workers and the processes their tests start share the cores: torch's OpenMP pool of
+# a thread per core in each oversubscribes them, and a parallel region then waits for a thread
+# the kernel has set aside (a test of 0.5 s alone took 35 s in a full run). One thread each.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 _isolation = pytest.MonkeyPatch()
 _HOME_PREFIX = "wdexp-tests-home-"
@@ -52,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
         folder = home / name.removeprefix("XDG_").removesuffix("_HOME").lower()
         folder.mkdir()
         _isolation.setenv(name, str(folder))
+    for name in THREAD_VARIABLES:
+        _isolation.setenv(name, "1")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -39,6 +39,17 @@ def test_the_session_and_its_subprocesses_see_no_user_setting_and_a_private_home
     _assert_sealed(json.loads(shown.stdout), isolated_home)
 
 
+def test_torch_runs_one_thread_here_and_in_the_processes_tests_start() -> None:
+    """Two workers and their subprocesses share the cores: a thread each (tests/conftest.py)."""
+    import torch
+
+    assert torch.get_num_threads() == 1
+    shown = subprocess.run([PYTHON, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, timeout=60, env=child_env(),
+                           check=True)
+    assert shown.stdout.strip() == "1"
+
+
 def test_settings_exported_before_the_session_do_not_reach_it(tmp_path: Path) -> None:
     """A nested pytest session started the way a user with stray settings starts one."""
     user_home = tmp_path / "user-home"

@@ -76,21 +76,25 @@ def alone(job: stack.Job) -> list[Step]:
     return list(engine.train(job.study.arms, job.study.job.epochs))
 
 
+def flat(per_job: list[list[Step]], last: bool) -> dict[tuple[int, int, str, str], float]:
+    """Every value of every job's steps (``last``: its last step alone) by (job, step, arm,
+    key)."""
+    return {(job, step.epoch, arm, key): value for job, steps in enumerate(per_job)
+            for step in (steps[-1:] if last else steps)
+            for arm, values in step.metrics.items() for key, value in values.items()}
+
+
 def gaps(mine: list[list[Step]], theirs: list[list[Step]], last: bool = False) -> dict[str, float]:
-    """Largest relative difference per metric over every job, arm and step (``last``: the last
-    step alone)."""
+    """Largest relative difference per metric kind (a layer's geometry by its kind) over every
+    job, arm and step; both must hold the same values."""
+    a, b = flat(mine, last), flat(theirs, last)
+    assert a.keys() == b.keys(), a.keys() ^ b.keys()
     out: dict[str, float] = {}
-    for a_steps, b_steps in zip(mine, theirs, strict=True):
-        assert [s.epoch for s in a_steps] == [s.epoch for s in b_steps]
-        pairs = zip(a_steps[-1:] if last else a_steps, b_steps[-1:] if last else b_steps,
-                    strict=True)
-        for a, b in pairs:
-            for arm, values in b.metrics.items():
-                for key, value in values.items():
-                    kind = key.split("/")[0]
-                    floor = 1e-6 if kind == "cos_grad_weight" else 1e-300
-                    gap = abs(a.metrics[arm][key] - value) / max(abs(value), floor)
-                    out[kind] = max(out.get(kind, 0.0), gap)
+    for where, value in b.items():
+        kind = where[3].split("/")[0]
+        # A scale-invariant row's cos(grad, weight) is rounding noise around 0.
+        floor = 1e-6 if kind == "cos_grad_weight" else 1e-300
+        out[kind] = max(out.get(kind, 0.0), abs(a[where] - value) / max(abs(value), floor))
     return out
 
 
